@@ -1,0 +1,205 @@
+"""ASGI middleware: request size limits, and Idempotency-Key replay for every POST.
+
+The idempotency record is written before the handler runs (so a concurrent duplicate is
+refused rather than executed twice) and completed with the response after it; a 5xx
+answer deletes it so that the client can retry. Records are scoped to the caller's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import error_body
+from ledger.tables import table_of
+from payments.tables import IdempotencyRow
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 1024 * 1024
+_records = table_of(IdempotencyRow)
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: str = "application/json") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(status: int, code: str, message: str) -> bytes:
+    return json.dumps(error_body(code, message)).encode()
+
+
+class BodyLimit:
+    """Refuse bodies over 1 MB with 413, whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _reply(
+                send,
+                413,
+                _error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"),
+            )
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await _reply(
+                    send,
+                    413,
+                    _error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"),
+                )
+                return
+        scope.setdefault("state", {})["raw_body"] = body
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp, sessions: Callable[[], sessionmaker[Session]]) -> None:
+        self.app = app
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        key = headers.get(b"idempotency-key")
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        key_text = key.decode("latin-1").strip()
+        if not key_text or len(key_text) > 200:
+            await _reply(
+                send, 422, _error(422, "validation_error", "Idempotency-Key must be 1 to 200 characters")
+            )
+            return
+        body = scope.get("state", {}).get("raw_body", b"")
+        principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        request_hash = hashlib.sha256(
+            scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
+        ).hexdigest()
+        factory = self.sessions()
+        outcome = await to_thread.run_sync(_claim, factory, principal, key_text, request_hash)
+        if outcome is not None:
+            status, content_type, stored = outcome
+            await _reply(send, status, stored, content_type)
+            return
+        captured: dict[str, Any] = {"body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["content_type"] = (
+                    dict(message.get("headers") or []).get(b"content-type", b"").decode()
+                )
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            await to_thread.run_sync(_complete, factory, principal, key_text, captured)
+
+
+def _claim(
+    factory: sessionmaker[Session], principal: str, key: str, request_hash: str
+) -> tuple[int, str, bytes] | None:
+    """Reserve the key, or return the stored response (or a conflict) to send instead."""
+    with factory() as s:
+        try:
+            with s.begin():
+                s.execute(
+                    insert(_records),
+                    {
+                        "principal": principal,
+                        "key": key,
+                        "request_hash": request_hash,
+                        "created_at": datetime.now(UTC),
+                    },
+                )
+            return None
+        except IntegrityError:
+            pass
+        row = s.execute(
+            select(_records).where(_records.c.principal == principal, _records.c.key == key)
+        ).first()
+    if row is None:
+        return (
+            409,
+            "application/json",
+            _error(409, "idempotency_conflict", "retry: the earlier request just finished"),
+        )
+    if row.request_hash != request_hash:
+        return (
+            409,
+            "application/json",
+            _error(409, "idempotency_conflict", "this Idempotency-Key was used with a different request"),
+        )
+    if row.status_code is None:
+        return (
+            409,
+            "application/json",
+            _error(
+                409, "idempotency_conflict", "a request with this Idempotency-Key is still being processed"
+            ),
+        )
+    return row.status_code, row.content_type or "application/json", row.body or b""
+
+
+def _complete(factory: sessionmaker[Session], principal: str, key: str, captured: dict[str, Any]) -> None:
+    where = (_records.c.principal == principal) & (_records.c.key == key)
+    with factory() as s, s.begin():
+        status = captured.get("status")
+        if status is None or status >= 500:
+            s.execute(delete(_records).where(where))
+        else:
+            s.execute(
+                update(_records)
+                .where(where)
+                .values(status_code=status, content_type=captured.get("content_type"), body=captured["body"])
+            )

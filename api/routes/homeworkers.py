@@ -1,0 +1,109 @@
+"""Homeworkers: registration, balance, adjustments and the payslip."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from api import convert
+from api import schemas as s
+from api.deps import NowDep, PrincipalDep, RuntimeDep
+from ledger import parse_amount
+from payments import adjustments, parties, statements
+
+router = APIRouter(prefix="/v1/homeworkers", tags=["homeworkers"])
+
+
+@router.post("", status_code=201, response_model=s.HomeworkerRead)
+def register(body: s.HomeworkerCreate, who: PrincipalDep, rt: RuntimeDep, now: NowDep) -> s.HomeworkerRead:
+    with rt.transaction() as session:
+        worker = parties.register_homeworker(
+            session,
+            principal=who,
+            keyring=rt.keyring,
+            name=body.name,
+            phone=body.phone,
+            region=body.region,
+            wallet_provider=body.wallet.provider,
+            wallet_account=body.wallet.account,
+            nik=body.nik,
+            consent_at=body.consent_at,
+            language=body.language,
+            now=now,
+        )
+    return convert.homeworker(worker)
+
+
+@router.get("/{homeworker_id}", response_model=s.HomeworkerRead)
+def get(homeworker_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.HomeworkerRead:
+    with rt.read() as session:
+        return convert.homeworker(
+            parties.get_homeworker(session, principal=who, keyring=rt.keyring, homeworker_id=homeworker_id)
+        )
+
+
+@router.get("/{homeworker_id}/balance", response_model=s.HomeworkerBalanceRead)
+def balance(homeworker_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.HomeworkerBalanceRead:
+    with rt.read() as session:
+        b = statements.balance(session, principal=who, homeworker_id=homeworker_id)
+    return s.HomeworkerBalanceRead(
+        homeworker_id=b.homeworker_id,
+        earned=convert.money(b.earned),
+        pending=convert.money(b.pending),
+        paid=convert.money(b.paid),
+        awaiting_confirmation_pieces=b.awaiting_confirmation,
+    )
+
+
+@router.post("/{homeworker_id}/adjustments", status_code=201, response_model=s.AdjustmentRead)
+def add_adjustment(
+    homeworker_id: s.IdParam, body: s.AdjustmentCreate, who: PrincipalDep, rt: RuntimeDep, now: NowDep
+) -> s.AdjustmentRead:
+    amount = parse_amount(body.amount.amount)
+    with rt.transaction() as session:
+        adj = adjustments.add(
+            session,
+            principal=who,
+            homeworker_id=homeworker_id,
+            kind=adjustments.AdjustmentKind(body.kind),
+            amount=amount,
+            memo=body.memo,
+            now=now,
+        )
+    return convert.adjustment(adj)
+
+
+@router.get(
+    "/{homeworker_id}/payslip",
+    response_model=s.PayslipRead,
+    responses={200: {"content": {"text/plain": {}}, "description": "JSON, or plain text with format=text"}},
+)
+def payslip(
+    homeworker_id: s.IdParam,
+    who: PrincipalDep,
+    rt: RuntimeDep,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+) -> s.PayslipRead | PlainTextResponse:
+    with rt.read() as session:
+        slip = statements.payslip(
+            session,
+            principal=who,
+            keyring=rt.keyring,
+            homeworker_id=homeworker_id,
+            start=_aware(start),
+            end=_aware(end),
+        )
+    if format == "text":
+        return PlainTextResponse(statements.render_text(slip))
+    return convert.payslip(slip)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment

@@ -1,0 +1,203 @@
+"""Ledger posting throughput on PostgreSQL, next to pgbench's tpcb-like on the same server.
+
+Run: .venv/bin/python bench/ledger.py [--seconds 10] [--runs 3]
+
+Each repetition measures pgbench and then Upah back to back, so that every ratio compares
+figures taken under the same load (this machine's speed drifts, and other work shares it);
+the medians and ranges over the repetitions are printed, ratios as medians of the
+per-repetition ratios. Client and server share the machine's cores: Upah's workers are
+Python processes, pgbench's clients are C.
+
+Single-entry rows: each worker process loops ``retrying(factory, journal.post(...))`` —
+one two-posting entry per use-case, its own session and commit — over 10,000 or 10 hot
+accounts. Batched rows: ``journal.post_many`` with 1,000 entries per commit, from one
+process, and from two processes at once (their batches overlap on accounts, so they
+serialise on row locks and gain only by overlapping one's Python with the other's SQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy.orm import Session
+
+from bench.common import fmt, pgbench_database, pgbench_tps, scratch_database, spread
+from ledger import AccountType, EntryDraft, JournalEntry, Posting, atomic, journal
+from upah.db import make_engine, make_session_factory, retrying
+
+
+def setup_accounts(url: str, count: int) -> list[int]:
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    now = datetime.now(UTC)
+    tag = random.randrange(10**9)
+    with atomic(factory) as s:
+        ids = [
+            journal.open_account(
+                s, code=f"bench-{tag}-{i}", type=AccountType.LIABILITY, currency="IDR", owner="bench", now=now
+            ).id
+            for i in range(count)
+        ]
+        cash = journal.open_account(
+            s, code=f"bench-{tag}-cash", type=AccountType.ASSET, currency="IDR", owner="bench", now=now
+        ).id
+    with atomic(factory) as s:
+        drafts = [
+            EntryDraft(
+                f"seed-{tag}-{i}", (Posting.debit(cash, 10**12, "IDR"), Posting.credit(a, 10**12, "IDR")), now
+            )
+            for i, a in enumerate(ids)
+        ]
+        for start in range(0, len(drafts), 1000):
+            journal.post_many(s, drafts[start : start + 1000], now=now)
+    engine.dispose()
+    return ids
+
+
+def _worker(url: str, ids: list[int], seconds: float, seed: int, queue: mp.Queue[int]) -> None:
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    factory = make_session_factory(engine)
+    rng = random.Random(seed)
+    done = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        a, b = rng.sample(ids, 2)
+        draft = EntryDraft(
+            f"b-{seed}-{done}-{rng.random()}",
+            (Posting.debit(a, 1, "IDR"), Posting.credit(b, 1, "IDR")),
+            datetime.now(UTC),
+        )
+        retrying(factory, partial(_post, draft=draft))
+        done += 1
+    queue.put(done)
+    engine.dispose()
+
+
+def _post(session: Session, *, draft: EntryDraft) -> JournalEntry:
+    return journal.post(session, draft, now=datetime.now(UTC))
+
+
+def upah_tps(url: str, ids: list[int], workers: int, seconds: float) -> float:
+    queue: mp.Queue[int] = mp.Queue()
+    procs = [
+        mp.Process(target=_worker, args=(url, ids, seconds, random.randrange(10**9), queue))
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def _batcher(
+    url: str, ids: list[int], batches: int, seed: int, start: float, queue: mp.Queue[tuple[int, float]]
+) -> None:
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    factory = make_session_factory(engine)
+    rng = random.Random(seed)
+    prepared = []
+    for b in range(batches):
+        now = datetime.now(UTC)
+        prepared.append(
+            [
+                EntryDraft(
+                    f"m-{seed}-{b}-{i}", (Posting.debit(x, 1, "IDR"), Posting.credit(y, 1, "IDR")), now
+                )
+                for i, (x, y) in enumerate(rng.sample(ids, 2) for _ in range(1000))
+            ]
+        )
+    with atomic(factory) as s:  # connect before the clock starts
+        s.connection()
+    time.sleep(max(0.0, start - time.time()))
+    began = time.perf_counter()
+    for drafts in prepared:
+        with atomic(factory) as s:
+            journal.post_many(s, drafts, now=datetime.now(UTC))
+    queue.put((batches * 1000, time.perf_counter() - began))
+    engine.dispose()
+
+
+def batched_tps(url: str, ids: list[int], batches: int, batchers: int = 1) -> float:
+    """Transfers per second of ``batchers`` processes each posting ``batches`` batches of 1,000."""
+    queue: mp.Queue[tuple[int, float]] = mp.Queue()
+    start = time.time() + 1.0 + 0.1 * batches
+    procs = [
+        mp.Process(target=_batcher, args=(url, ids, batches, random.randrange(10**9), start, queue))
+        for _ in range(batchers)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(n for n, _ in results) / max(elapsed for _, elapsed in results)
+
+
+Row = tuple[str, Callable[[], float], int | None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=20, help="batches of 1,000 per batched measurement")
+    args = parser.parse_args()
+    secs, runs = args.seconds, args.runs
+    print("Ledger benchmark on PostgreSQL (client and server share the machine's 2 cores)")
+    with pgbench_database() as pgb, scratch_database() as url:
+        spread_ids = setup_accounts(url, 10_000)
+        hot = setup_accounts(url, 10)
+        rows: list[Row] = [
+            ("post(), 1 worker, 10,000 accounts", lambda: upah_tps(url, spread_ids, 1, secs), 1),
+            ("post(), 1 worker, 10 hot accounts", lambda: upah_tps(url, hot, 1, secs), 1),
+            ("post(), 8 workers, 10,000 accounts", lambda: upah_tps(url, spread_ids, 8, secs), 8),
+            ("post(), 8 workers, 10 hot accounts", lambda: upah_tps(url, hot, 8, secs), 8),
+            (
+                "post_many(), 1,000 per commit, 1 process",
+                lambda: batched_tps(url, spread_ids, args.batches),
+                None,
+            ),
+            (
+                "post_many(), 1,000 per commit, 2 processes",
+                lambda: batched_tps(url, spread_ids, args.batches, batchers=2),
+                None,
+            ),
+        ]
+        baselines: dict[int, list[float]] = {1: [], 8: []}
+        figures: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        ratios: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        for run in range(1, runs + 1):
+            for n in (1, 8):
+                baselines[n].append(pgbench_tps(pgb, n, secs))
+            for label, measure, clients in rows:
+                figure = measure()
+                figures[label].append(figure)
+                if clients is not None:
+                    ratios[label].append(figure / baselines[clients][-1])
+            print(f"  repetition {run}/{runs} done", flush=True)
+    for n in (1, 8):
+        label = f"baseline: pgbench tpcb-like, {n} client{'s' if n > 1 else ''}"
+        print(f"{label:<44}: {fmt(spread(baselines[n]), 'tps')}")
+    for label, _, clients in rows:
+        ratio = ""
+        if clients is not None:
+            med, lo, hi = spread(ratios[label])
+            ratio = f"  ratio to pgbench {clients}: {med:.2f} (range {lo:.2f}–{hi:.2f})"
+        print(f"{label:<44}: {fmt(spread(figures[label]), 'transfers/s')}{ratio}")
+    print("targets: post() at 8 workers >= 0.5 x pgbench at 8 clients; post_many >= 20,000 transfers/s")
+
+
+if __name__ == "__main__":
+    main()

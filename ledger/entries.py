@@ -1,0 +1,134 @@
+"""Journal entries: two or more postings that sum to zero per currency.
+
+A draft is checked here, before anything touches a database: amounts are non-zero
+integers within int64, every currency balances, and the draft's canonical content is
+what idempotency compares — so a retried request with the same key and the same content
+is recognised, and one with different content is refused naming the field that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ledger.errors import InvalidEntry, UnbalancedEntry
+from ledger.money import MAX_AMOUNT, check_amount, check_currency
+
+JsonObject = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One line of an entry: ``amount`` is signed, debit positive, credit negative."""
+
+    account_id: int
+    amount: int
+    currency: str
+
+    @staticmethod
+    def debit(account_id: int, amount: int, currency: str) -> Posting:
+        return Posting(account_id, check_amount(amount), currency)
+
+    @staticmethod
+    def credit(account_id: int, amount: int, currency: str) -> Posting:
+        return Posting(account_id, -check_amount(amount), currency)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDraft:
+    key: str
+    postings: tuple[Posting, ...]
+    effective_at: datetime
+    description: str = ""
+    metadata: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    key: str
+    postings: tuple[Posting, ...]
+    effective_at: datetime
+    created_at: datetime
+    description: str
+    metadata: JsonObject
+    reverses_id: int | None
+
+
+def check_balanced(draft: EntryDraft) -> None:
+    """Raise unless the draft is a well-formed, balanced entry."""
+    if not draft.key or len(draft.key) > 200:
+        raise InvalidEntry("an entry needs an idempotency key of 1 to 200 characters")
+    if draft.effective_at.tzinfo is None:
+        raise InvalidEntry("effective_at must be timezone-aware")
+    if len(draft.postings) < 2:
+        raise InvalidEntry("an entry needs at least two postings")
+    totals: dict[str, int] = defaultdict(int)
+    for posting in draft.postings:
+        check_currency(posting.currency)
+        if isinstance(posting.amount, bool) or not isinstance(posting.amount, int):
+            raise InvalidEntry("posting amounts must be integers")
+        check_amount(abs(posting.amount))
+        totals[posting.currency] += posting.amount
+    unbalanced = {cur: total for cur, total in totals.items() if total != 0}
+    if unbalanced:
+        raise UnbalancedEntry(
+            "postings do not sum to zero per currency",
+            imbalance={cur: str(total) for cur, total in unbalanced.items()},
+        )
+    try:
+        json.dumps(dict(draft.metadata), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEntry("metadata must be JSON-serialisable") from exc
+
+
+def reversal_of(entry: JournalEntry, *, key: str, reason: str, effective_at: datetime) -> EntryDraft:
+    """The mirror entry that undoes ``entry``."""
+    return EntryDraft(
+        key=key,
+        postings=tuple(Posting(p.account_id, -p.amount, p.currency) for p in entry.postings),
+        effective_at=effective_at,
+        description=f"reversal of entry {entry.id}: {reason}",
+        metadata={"reverses": entry.id, "reason": reason},
+    )
+
+
+def canonical_content(draft: EntryDraft) -> dict[str, Any]:
+    """The fields idempotency compares, in a stable form."""
+    return {
+        "postings": sorted([p.account_id, p.amount, p.currency] for p in draft.postings),
+        "effective_at": draft.effective_at.isoformat(),
+        "description": draft.description,
+        "metadata": json.loads(json.dumps(dict(draft.metadata), sort_keys=True)),
+    }
+
+
+def first_difference(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> str | None:
+    """Name the first field where two canonical contents differ."""
+    for name in ("postings", "effective_at", "description", "metadata"):
+        if stored.get(name) != requested.get(name):
+            return name
+    return None
+
+
+def imbalance_total(postings: Sequence[Posting]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for p in postings:
+        totals[p.currency] += p.amount
+    return dict(totals)
+
+
+__all__ = [
+    "MAX_AMOUNT",
+    "EntryDraft",
+    "JournalEntry",
+    "Posting",
+    "canonical_content",
+    "check_balanced",
+    "first_difference",
+    "reversal_of",
+]

@@ -1,0 +1,1009 @@
+"""The homeworker channels' database side: USSD turns, SMS commands, notices, disputes.
+
+:mod:`payments.selfservice` decides every screen and reply from a :class:`WorkerView`; this
+module loads that view, performs the actions the menu asks for, and keeps what must
+outlive one request:
+
+- **USSD sessions** (``ussd_sessions``). The gateway resends every answer on each key
+  press, so the PIN — always the first well-formed answer — arrives with every request.
+  It is checked with Argon2 *once per session*: the verdict is stored with a keyed hash of
+  the session id and that PIN (never the PIN), and later requests reuse it only if their
+  PIN answer hashes the same. A session belongs to the phone that opened it, must start
+  on the first screen, and ends after :data:`SESSION_TIMEOUT` without a request. The
+  Argon2 work runs outside any database transaction, in the caller's worker thread.
+- **Figures are loaded only for screens that show them.** The screen is drawn first from a
+  view without figures; only if probe views with different balance, payouts or open work
+  would draw a different screen are those figures read from the ledger.
+- **PIN tries** are counted on the homeworker row under a row lock (:mod:`payments.pins`):
+  the third wrong PIN in a row locks the menu for 15 minutes and queues an SMS telling her.
+- **Disputes** ("report a problem") get a short reference code, once per USSD session, and
+  are visible to her buyer(s) and auditors (:func:`list_disputes`) — never to intermediaries,
+  who may be the very people she is reporting.
+- **Outbound SMS** go through the transactional outbox (topic ``sms.send``) with a payload
+  that names a homeworker, a payout or an order — never a phone number or a figure. The
+  worker's task calls :func:`deliver_sms`, which composes the text at send time in her
+  language, records it once per dedupe key in ``sms_messages`` (recipient and text sealed
+  with the personal-data keys) and hands it to an :class:`~integrations.sms_senders.SmsSender`.
+  Delivery is at-least-once: a crash between the gateway's answer and our record sends again.
+
+Nothing here logs a phone number, a PIN or a figure: IDs and codes only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Row, RowMapping, and_, delete, exists, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
+
+from integrations import phones
+from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
+from ledger import atomic
+from ledger.tables import table_of
+from payments import messages, outbox, payouts, pii, pins, rates, selfservice, statements
+from payments.errors import PaymentsError
+from payments.messages import FailureReason, Language
+from payments.parties import Principal, Role
+from payments.payout_states import PayoutStatus
+from payments.selfservice import (
+    ChangePin,
+    CheckPin,
+    DisputeKind,
+    OpenDispute,
+    PayoutLine,
+    SetLanguage,
+    SetPin,
+    UssdOutcome,
+    WorkerView,
+    WorkLine,
+)
+from payments.tables import (
+    AssignmentRow,
+    DisputeRow,
+    HomeworkerLinkRow,
+    HomeworkerRow,
+    OrderRow,
+    OrganizationRow,
+    PayoutRow,
+    SmsMessageRow,
+    UssdSessionRow,
+)
+
+log = logging.getLogger(__name__)
+
+_workers = table_of(HomeworkerRow)
+_sessions = table_of(UssdSessionRow)
+_disputes = table_of(DisputeRow)
+_links = table_of(HomeworkerLinkRow)
+_orgs = table_of(OrganizationRow)
+_orders = table_of(OrderRow)
+_assignments = table_of(AssignmentRow)
+_payouts = table_of(PayoutRow)
+_sms = table_of(SmsMessageRow)
+
+SESSION_TIMEOUT = timedelta(minutes=3)
+"""A USSD session with no request for this long is over (gateways give up long before)."""
+
+SEND_CLAIM = timedelta(seconds=60)
+"""How long one delivery attempt owns a message before another may try it."""
+
+WIB = timezone(timedelta(hours=7), "WIB")
+"""Western Indonesia Time (Java, Sumatra): "this month" and payout dates are hers, not UTC's.
+Indonesia keeps no daylight saving, so a fixed offset is exact."""
+
+OPEN_WORK_LIMIT = 20
+DISPUTE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+"""No 0/O or 1/I: a code read aloud over a phone or copied from a small screen."""
+
+SMS_COMMAND_WORDS = frozenset(
+    {"saldo", "riwayat", "tarif", "bantuan", "bal", "balance", "hist", "history", "rates", "help"}
+)
+"""Command words kept in an outbox payload; anything else she wrote is stored as ''."""
+
+_PLATFORM = Principal(key_id=0, role=Role.ADMIN, organization_id=None)
+"""The channel speaks for the platform: her balance covers every buyer she works for."""
+
+_FAILURE_REASONS = {
+    "limit_exceeded": FailureReason.WALLET_LIMIT,
+    "name_mismatch": FailureReason.NAME_MISMATCH,
+    "invalid_account": FailureReason.ACCOUNT_NOT_FOUND,
+    "account_not_found": FailureReason.ACCOUNT_NOT_FOUND,
+    "account_blocked": FailureReason.ACCOUNT_BLOCKED,
+}
+
+
+# --- the view -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    id: int
+    language: Language
+    pin_hash: str | None
+    pin_failures: int
+    locked_until: datetime | None
+
+
+def _worker(row: RowMapping) -> _Worker:
+    try:
+        language = Language(row["language"])
+    except ValueError:
+        language = Language.ID
+    return _Worker(
+        int(row["id"]), language, row["pin_hash"], int(row["pin_failures"] or 0), row["pin_locked_until"]
+    )
+
+
+_WORKER_COLUMNS = (
+    _workers.c.id,
+    _workers.c.language,
+    _workers.c.pin_hash,
+    _workers.c.pin_failures,
+    _workers.c.pin_locked_until,
+)
+
+
+def _worker_by_phone(session: Session, keyring: pii.Keyring, phone: str) -> _Worker | None:
+    try:
+        e164 = phones.normalise(phone)
+    except phones.InvalidPhone:
+        return None
+    index = pii.blind_index(keyring, e164, purpose="phone")
+    row = session.execute(select(*_WORKER_COLUMNS).where(_workers.c.phone_index == index)).mappings().first()
+    return _worker(row) if row is not None else None
+
+
+def _worker_by_id(session: Session, homeworker_id: int, *, lock: bool = False) -> _Worker | None:
+    query = select(*_WORKER_COLUMNS).where(_workers.c.id == homeworker_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query).mappings().first()
+    return _worker(row) if row is not None else None
+
+
+def _base_view(worker: _Worker) -> WorkerView:
+    return WorkerView(
+        homeworker_id=worker.id,
+        language=worker.language,
+        pin_set=worker.pin_hash is not None,
+        locked_until=worker.locked_until,
+        owed=0,
+        on_hold=0,
+        paid_this_month=0,
+        pin_failures=worker.pin_failures,
+    )
+
+
+def month_start(now: datetime) -> datetime:
+    """The start of her calendar month (WIB), as a UTC instant."""
+    local = now.astimezone(WIB)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def local_date(moment: datetime) -> date:
+    return moment.astimezone(WIB).date()
+
+
+def _with_balance(session: Session, view: WorkerView, now: datetime) -> WorkerView:
+    totals = statements.balance(session, principal=_PLATFORM, homeworker_id=view.homeworker_id)
+    _, paid = payouts.totals_for_homeworker(
+        session, homeworker_id=view.homeworker_id, buyer_ids=None, since=month_start(now)
+    )
+    return replace(view, owed=totals.earned, on_hold=totals.pending, paid_this_month=paid)
+
+
+def _with_payouts(session: Session, view: WorkerView, now: datetime) -> WorkerView:
+    del now
+    recent = payouts.recent_for_homeworker(
+        session, homeworker_id=view.homeworker_id, buyer_ids=None, limit=selfservice.RECENT_PAYOUTS
+    )
+    lines = tuple(
+        PayoutLine(day=local_date(p.settled_at or p.created_at), amount=p.amount, status=p.status)
+        for p in recent
+    )
+    return replace(view, recent_payouts=lines)
+
+
+def _with_work(session: Session, view: WorkerView, now: datetime) -> WorkerView:
+    del now
+    return replace(view, open_work=tuple(open_work(session, homeworker_id=view.homeworker_id)))
+
+
+def open_work(session: Session, *, homeworker_id: int, limit: int = OPEN_WORK_LIMIT) -> list[WorkLine]:
+    """Her open assignments with pieces still to hand in, soonest deadline first.
+
+    Pieces left = assigned − accepted − awaiting confirmation; rejected pieces are to redo.
+    """
+    rows = session.execute(
+        select(
+            _orders.c.reference,
+            _orders.c.product,
+            _orders.c.rate,
+            _orders.c.unit,
+            _orders.c.deadline,
+            _assignments.c.quantity,
+            _assignments.c.delivered,
+            _assignments.c.accepted,
+            _assignments.c.rejected,
+        )
+        .join(_orders, _orders.c.id == _assignments.c.order_id)
+        .where(_assignments.c.homeworker_id == homeworker_id, _orders.c.status == "open")
+        .order_by(_orders.c.deadline, _orders.c.id)
+        .limit(limit)
+    ).all()
+    lines = []
+    for r in rows:
+        awaiting = r.delivered - r.accepted - r.rejected
+        left = r.quantity - r.accepted - awaiting
+        if left <= 0:
+            continue
+        lines.append(
+            WorkLine(
+                order_ref=r.reference,
+                product=r.product,
+                rate=Decimal(r.rate),
+                unit=rates.Unit(r.unit),
+                pieces_left=int(left),
+                deadline=r.deadline,
+            )
+        )
+    return lines
+
+
+def worker_view(session: Session, *, homeworker_id: int, now: datetime) -> WorkerView | None:
+    """Everything the self-service may show her (every figure loaded)."""
+    worker = _worker_by_id(session, homeworker_id)
+    if worker is None:
+        return None
+    view = _base_view(worker)
+    for load in (_with_balance, _with_payouts, _with_work):
+        view = load(session, view, now)
+    return view
+
+
+_PROBE_DAY = date(2000, 1, 1)
+_PROBES: tuple[
+    tuple[Callable[[WorkerView], WorkerView], Callable[[Session, WorkerView, datetime], WorkerView]], ...
+] = (
+    (lambda v: replace(v, owed=1, on_hold=2, paid_this_month=3), _with_balance),
+    (
+        lambda v: replace(
+            v, recent_payouts=(PayoutLine(day=_PROBE_DAY, amount=1, status=PayoutStatus.SUCCEEDED),)
+        ),
+        _with_payouts,
+    ),
+    (
+        lambda v: replace(
+            v,
+            open_work=(
+                WorkLine(
+                    order_ref="P",
+                    product="P",
+                    rate=Decimal(1),
+                    unit=rates.Unit.PIECE,
+                    pieces_left=1,
+                    deadline=_PROBE_DAY,
+                ),
+            ),
+        ),
+        _with_work,
+    ),
+)
+
+
+# --- USSD ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UssdTurn:
+    """The screen to render, and whether an SMS was queued (so the caller can nudge the relay)."""
+
+    outcome: UssdOutcome
+    sms_queued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    session_id: str
+    worker: _Worker
+    steps: tuple[str, ...]
+    verdict: bool | None
+    dispute_ref: str | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """CPU work (Argon2) to do outside the transaction, and the screen that follows it."""
+
+    action: CheckPin | SetPin | ChangePin
+    outcome: UssdOutcome
+
+
+def _pin_tag(keyring: pii.Keyring, session_id: str, pin: str) -> str:
+    return pii.blind_index(keyring, f"{session_id}\n{pin}", purpose="ussd_pin")
+
+
+def login_pin(steps: Sequence[str]) -> str | None:
+    """The answer the menu takes as her PIN: the first well-formed one (see selfservice)."""
+    return next((step.strip() for step in steps if pins.valid_pin_format(step.strip())), None)
+
+
+def _draw(session: Session, ctx: _Context) -> UssdOutcome:
+    """The screen for these answers, reading only the figures that this screen shows."""
+    base = _base_view(ctx.worker)
+
+    def screen(view: WorkerView) -> UssdOutcome:
+        return selfservice.ussd_screen(
+            view, ctx.steps, pin_ok=ctx.verdict, now=ctx.now, dispute_ref=ctx.dispute_ref
+        )
+
+    first = screen(base)
+    view = base
+    for probe, load in _PROBES:
+        if screen(probe(base)) != first:
+            view = load(session, view, ctx.now)
+    return first if view is base else screen(view)
+
+
+def _session_row(session: Session, session_id: str, *, lock: bool) -> Row[Any] | None:
+    query = select(_sessions).where(_sessions.c.session_id == session_id)
+    if lock:
+        query = query.with_for_update()
+    return session.execute(query).first()
+
+
+def _open(
+    session: Session,
+    *,
+    keyring: pii.Keyring,
+    session_id: str,
+    phone: str,
+    steps: tuple[str, ...],
+    now: datetime,
+    timeout: timedelta,
+) -> _Context | UssdOutcome:
+    worker = _worker_by_phone(session, keyring, phone)
+    if worker is None:
+        return selfservice.unknown_number()
+    lang = worker.language
+    row = _session_row(session, session_id, lock=True)
+    if row is None:
+        if steps:
+            return selfservice.session_expired(lang)
+        session.execute(
+            insert(_sessions),
+            {"session_id": session_id, "homeworker_id": worker.id, "created_at": now, "last_seen_at": now},
+        )
+        return _Context(session_id, worker, steps, None, None, now)
+    if row.homeworker_id != worker.id or now - row.last_seen_at > timeout:
+        return selfservice.session_expired(lang)
+    session.execute(update(_sessions).where(_sessions.c.session_id == session_id).values(last_seen_at=now))
+    verdict = row.pin_ok
+    if verdict is not None:
+        pin = login_pin(steps)
+        if pin is None or not hmac.compare_digest(_pin_tag(keyring, session_id, pin), row.pin_tag or ""):
+            return selfservice.session_expired(lang)
+    return _Context(session_id, worker, steps, verdict, row.dispute_ref, now)
+
+
+def _advance(session: Session, ctx: _Context) -> UssdOutcome | _Job:
+    """Draw the screen and perform any action that needs only the database."""
+    outcome = _draw(session, ctx)
+    action = outcome.action
+    if action is None:
+        return outcome
+    if isinstance(action, SetLanguage):
+        session.execute(
+            update(_workers).where(_workers.c.id == ctx.worker.id).values(language=action.language.value)
+        )
+        return outcome
+    if isinstance(action, OpenDispute):
+        reference = open_dispute(
+            session,
+            homeworker_id=ctx.worker.id,
+            kind=action.kind,
+            channel="ussd",
+            session_id=ctx.session_id,
+            now=ctx.now,
+        )
+        session.execute(
+            update(_sessions).where(_sessions.c.session_id == ctx.session_id).values(dispute_ref=reference)
+        )
+        done = _draw(session, replace(ctx, dispute_ref=reference))
+        return done if done.action is None else selfservice.service_unavailable(ctx.worker.language)
+    return _Job(action, outcome)
+
+
+def ussd_turn(
+    sessions: sessionmaker[Session],
+    *,
+    keyring: pii.Keyring,
+    session_id: str,
+    phone: str,
+    steps: Sequence[str],
+    now: datetime,
+    timeout: timedelta = SESSION_TIMEOUT,
+) -> UssdTurn:
+    """Answer one USSD request: the next screen, with every action it implies performed."""
+    answers = tuple(step.strip() for step in steps)
+    with atomic(sessions) as session:
+        opened = _open(
+            session,
+            keyring=keyring,
+            session_id=session_id,
+            phone=phone,
+            steps=answers,
+            now=now,
+            timeout=timeout,
+        )
+        if isinstance(opened, UssdOutcome):
+            return UssdTurn(opened)
+        ctx = opened
+        step = _advance(session, ctx)
+    if isinstance(step, UssdOutcome):
+        return UssdTurn(step)
+    action = step.action
+    if isinstance(action, CheckPin):
+        return _check_pin(sessions, keyring=keyring, ctx=ctx, pin=action.pin)
+    if isinstance(action, SetPin):
+        return _set_pin(sessions, ctx=ctx, pin=action.pin, outcome=step.outcome)
+    return _change_pin(sessions, ctx=ctx, new=action.new, outcome=step.outcome)
+
+
+def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _Context, pin: str) -> UssdTurn:
+    stored = ctx.worker.pin_hash
+    assert stored is not None, "the menu asks for a PIN only once one is set"
+    ok = pins.verify_pin(pin_hash=stored, pin=pin)
+    rehashed = pins.hash_pin(pin) if ok and pins.needs_rehash(stored) else None
+    tag = _pin_tag(keyring, ctx.session_id, pin)
+    lang = ctx.worker.language
+    with atomic(sessions) as session:
+        row = _session_row(session, ctx.session_id, lock=True)  # session, then worker: as in _open
+        worker = _worker_by_id(session, ctx.worker.id, lock=True)
+        if worker is None or row is None or row.homeworker_id != worker.id or worker.pin_hash != stored:
+            return UssdTurn(selfservice.session_expired(lang))  # purged, or her PIN changed meanwhile
+        queued = False
+        if row.pin_ok is None:
+            queued = _record_try(session, worker=worker, ok=ok, rehashed=rehashed, now=ctx.now)
+            session.execute(
+                update(_sessions)
+                .where(_sessions.c.session_id == ctx.session_id)
+                .values(pin_ok=ok, pin_tag=tag)
+            )
+            verdict = ok
+        elif hmac.compare_digest(tag, row.pin_tag or ""):
+            verdict = bool(row.pin_ok)  # a concurrent request of this session recorded it first
+        else:
+            return UssdTurn(selfservice.session_expired(lang))
+        worker = _worker_by_id(session, ctx.worker.id)
+        assert worker is not None
+        step = _advance(session, replace(ctx, worker=worker, verdict=verdict))
+        if isinstance(step, UssdOutcome):
+            return UssdTurn(step, queued)
+    # A PIN check and a PIN change in one request: a replayed path, not a person at a keypad.
+    return UssdTurn(selfservice.session_expired(lang), queued)
+
+
+def _record_try(session: Session, *, worker: _Worker, ok: bool, rehashed: str | None, now: datetime) -> bool:
+    """Count a PIN try on her row (locked by the caller); True if it locked the menu (SMS queued)."""
+    if pins.is_locked(worker.locked_until, now=now):
+        return False  # locked meanwhile by another session: the screen says so, nothing to count
+    values: dict[str, Any] = {}
+    if ok:
+        if worker.pin_failures:
+            values["pin_failures"] = 0
+        if rehashed is not None:
+            values["pin_hash"] = rehashed
+    else:
+        lockout = pins.after_failure(worker.pin_failures, now=now)
+        values["pin_failures"] = lockout.failures
+        values["pin_locked_until"] = lockout.locked_until
+    if values:
+        session.execute(update(_workers).where(_workers.c.id == worker.id).values(**values))
+    if ok or values.get("pin_locked_until") is None:
+        return False
+    locked_until = values["pin_locked_until"]
+    log.info("ussd menu locked for homeworker %d after wrong PINs", worker.id)
+    outbox.add(
+        session,
+        topic=outbox.SEND_SMS,
+        payload={
+            "kind": "pin_locked",
+            "homeworker_id": worker.id,
+            "key": f"pin_locked:{worker.id}:{locked_until.isoformat()}",
+        },
+        now=now,
+    )
+    return True
+
+
+def _set_pin(sessions: sessionmaker[Session], *, ctx: _Context, pin: str, outcome: UssdOutcome) -> UssdTurn:
+    hashed = pins.hash_pin(pin)
+    with atomic(sessions) as session:
+        changed = _affected(
+            session,
+            update(_workers)
+            .where(_workers.c.id == ctx.worker.id, _workers.c.pin_hash.is_(None))
+            .values(pin_hash=hashed, pin_failures=0, pin_locked_until=None),
+        )
+    if not changed:  # another session set one first: start again with that one
+        return UssdTurn(selfservice.session_expired(ctx.worker.language))
+    log.info("ussd PIN set for homeworker %d", ctx.worker.id)
+    return UssdTurn(outcome)
+
+
+def _change_pin(
+    sessions: sessionmaker[Session], *, ctx: _Context, new: str, outcome: UssdOutcome
+) -> UssdTurn:
+    """Replace the PIN this session logged in with (its verdict is bound to that PIN)."""
+    if ctx.verdict is not True or ctx.worker.pin_hash is None:
+        return UssdTurn(selfservice.session_expired(ctx.worker.language))
+    hashed = pins.hash_pin(new)
+    with atomic(sessions) as session:
+        changed = _affected(
+            session,
+            update(_workers)
+            .where(_workers.c.id == ctx.worker.id, _workers.c.pin_hash == ctx.worker.pin_hash)
+            .values(pin_hash=hashed, pin_failures=0, pin_locked_until=None),
+        )
+    if not changed:
+        return UssdTurn(selfservice.session_expired(ctx.worker.language))
+    log.info("ussd PIN changed for homeworker %d", ctx.worker.id)
+    return UssdTurn(outcome)
+
+
+def purge_ussd_sessions(session: Session, *, now: datetime, older_than: timedelta = timedelta(days=1)) -> int:
+    """Forget sessions long over (a beat task may call this); returns how many."""
+    return _affected(session, delete(_sessions).where(_sessions.c.last_seen_at < now - older_than))
+
+
+def _affected(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE or DELETE changed."""
+    result = cast("CursorResult[Any]", session.execute(statement))
+    return int(result.rowcount or 0)
+
+
+# --- disputes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    id: int
+    reference: str
+    homeworker_id: int
+    buyer_id: int | None
+    """The buyer it concerns when she works for exactly one; None means all her buyers see it."""
+    kind: DisputeKind
+    channel: str
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+def _new_reference() -> str:
+    return "LP-" + "".join(secrets.choice(DISPUTE_ALPHABET) for _ in range(6))
+
+
+def _buyers_of(session: Session, homeworker_id: int) -> set[int]:
+    """The buyers she works for: every buyer organisation linked to her (orders link them)."""
+    rows = session.execute(
+        select(_links.c.organization_id)
+        .join(_orgs, _orgs.c.id == _links.c.organization_id)
+        .where(_links.c.homeworker_id == homeworker_id, _orgs.c.kind == "buyer")
+    ).scalars()
+    return {int(b) for b in rows}
+
+
+def open_dispute(
+    session: Session,
+    *,
+    homeworker_id: int,
+    kind: DisputeKind,
+    channel: str,
+    session_id: str | None,
+    now: datetime,
+) -> str:
+    """Record a reported problem and return its code; one per USSD session (idempotent)."""
+    if session_id is not None:
+        existing = session.execute(
+            select(_disputes.c.reference).where(_disputes.c.session_id == session_id)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return str(existing)
+    buyers = _buyers_of(session, homeworker_id)
+    reference = _new_reference()
+    while session.execute(select(exists().where(_disputes.c.reference == reference))).scalar():
+        reference = _new_reference()
+    session.execute(
+        insert(_disputes),
+        {
+            "reference": reference,
+            "homeworker_id": homeworker_id,
+            "buyer_id": next(iter(buyers)) if len(buyers) == 1 else None,
+            "kind": kind.value,
+            "channel": channel,
+            "session_id": session_id,
+            "status": "open",
+            "notes": [],
+            "created_at": now,
+        },
+    )
+    log.info("dispute %s (%s) opened by homeworker %d over %s", reference, kind.value, homeworker_id, channel)
+    return reference
+
+
+def list_disputes(
+    session: Session,
+    *,
+    principal: Principal,
+    status: str | None = None,
+    homeworker_id: int | None = None,
+    limit: int = 100,
+) -> list[Dispute]:
+    """Disputes a buyer or auditor may see: its own homeworkers' (platform-wide: all), newest first."""
+    principal.require(Role.BUYER, Role.AUDITOR, Role.ADMIN)
+    query = select(_disputes).order_by(_disputes.c.id.desc()).limit(min(max(limit, 1), 1000))
+    if not principal.platform_wide:
+        org = principal.organization_id
+        linked = exists().where(
+            _links.c.homeworker_id == _disputes.c.homeworker_id, _links.c.organization_id == org
+        )
+        query = query.where(or_(_disputes.c.buyer_id == org, and_(_disputes.c.buyer_id.is_(None), linked)))
+    if status is not None:
+        query = query.where(_disputes.c.status == status)
+    if homeworker_id is not None:
+        query = query.where(_disputes.c.homeworker_id == homeworker_id)
+    return [
+        Dispute(
+            id=r.id,
+            reference=r.reference,
+            homeworker_id=r.homeworker_id,
+            buyer_id=r.buyer_id,
+            kind=DisputeKind(r.kind),
+            channel=r.channel,
+            status=r.status,
+            created_at=r.created_at,
+            resolved_at=r.resolved_at,
+        )
+        for r in session.execute(query)
+    ]
+
+
+# --- SMS: inbound commands and notices ------------------------------------------------------------
+
+
+def receive_sms(
+    session: Session, *, keyring: pii.Keyring, sender: str, text: str, dedupe_key: str, now: datetime
+) -> str:
+    """Queue the reply to an SMS command for the registered number that sent it.
+
+    Returns ``"queued"``, or ``"unknown_number"`` for a number Upah does not know: that
+    number gets no reply at all, which reveals nothing and cannot be used to make Upah
+    text strangers at its own cost.
+    """
+    worker = _worker_by_phone(session, keyring, sender)
+    if worker is None:
+        return "unknown_number"
+    command = selfservice.sms_command(text)
+    outbox.add(
+        session,
+        topic=outbox.SEND_SMS,
+        payload={
+            "kind": "sms_reply",
+            "homeworker_id": worker.id,
+            "command": command if command in SMS_COMMAND_WORDS else "",
+            "key": f"sms_reply:{dedupe_key}"[:200],
+        },
+        now=now,
+    )
+    return "queued"
+
+
+def notify_payout(session: Session, *, payout_id: int, now: datetime) -> None:
+    """Queue the SMS for a payout that succeeded or failed (call in the transaction that settles it).
+
+    The payload is the one :mod:`payments.dispatch` already writes, so either may be used.
+    """
+    status = session.execute(select(_payouts.c.status).where(_payouts.c.id == payout_id)).scalar_one()
+    outbox.add(
+        session, topic=outbox.SEND_SMS, payload={"kind": f"payout_{status}", "payout_id": payout_id}, now=now
+    )
+
+
+def notify_order_assigned(session: Session, *, order_id: int, homeworker_id: int, now: datetime) -> None:
+    """Queue the SMS telling her what she was assigned (call from orders.post, per assignment)."""
+    outbox.add(
+        session,
+        topic=outbox.SEND_SMS,
+        payload={
+            "kind": "order_assigned",
+            "order_id": order_id,
+            "homeworker_id": homeworker_id,
+            "key": f"order_assigned:{order_id}:{homeworker_id}",
+        },
+        now=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Composed:
+    homeworker_id: int
+    kind: str
+    key: str
+    text: str | None
+    """None: nothing to say for this event (recorded as skipped)."""
+
+
+def _int(payload: Mapping[str, Any], name: str) -> int | None:
+    value = payload.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _compose(session: Session, payload: Mapping[str, Any], now: datetime) -> _Composed | None:
+    """The message an outbox payload stands for, in her language; None for a payload we cannot read."""
+    kind = payload.get("kind")
+    if not isinstance(kind, str):
+        return None
+    key = payload.get("key")
+    if kind.startswith("payout_"):
+        payout_id = _int(payload, "payout_id")
+        if payout_id is None:
+            return None
+        row = session.execute(select(_payouts).where(_payouts.c.id == payout_id)).first()
+        if row is None:
+            return None
+        worker = _worker_by_id(session, row.homeworker_id)
+        assert worker is not None
+        return _Composed(
+            row.homeworker_id, kind, f"{kind}:{payout_id}", _payout_text(kind, row, worker.language)
+        )
+    homeworker_id = _int(payload, "homeworker_id")
+    if homeworker_id is None or not isinstance(key, str) or not key:
+        return None
+    worker = _worker_by_id(session, homeworker_id)
+    if worker is None:
+        return None
+    lang = worker.language
+    text: str | None
+    if kind == "pin_locked":
+        text = messages.pin_locked_notice(lang=lang)
+    elif kind == "sms_reply":
+        view = worker_view(session, homeworker_id=homeworker_id, now=now)
+        assert view is not None
+        command = payload.get("command")
+        text = selfservice.sms_reply(view, command if isinstance(command, str) else "")
+    elif kind == "order_assigned":
+        order_id = _int(payload, "order_id")
+        text = _order_text(session, order_id, homeworker_id, lang) if order_id is not None else None
+    else:
+        return None
+    return _Composed(homeworker_id, kind, key[:200], text)
+
+
+def _payout_text(kind: str, row: Row[Any], lang: Language) -> str | None:
+    if kind == "payout_succeeded":
+        settled = row.settled_at or row.created_at
+        return messages.payout_succeeded_notice(
+            lang=lang,
+            amount=row.amount,
+            pieces=row.pieces,
+            period_start=local_date(row.period_from or row.created_at),
+            period_end=local_date(row.period_to or settled),
+            reference=row.reference,
+        )
+    if kind == "payout_failed":
+        reason = _FAILURE_REASONS.get(row.failure_code or "", FailureReason.OTHER)
+        return messages.payout_failed_notice(
+            lang=lang, amount=row.amount, reason=reason, reference=row.reference
+        )
+    return None  # reversed: the catalogue has no notice for it yet
+
+
+def _order_text(session: Session, order_id: int, homeworker_id: int, lang: Language) -> str | None:
+    row = session.execute(
+        select(_orders, _assignments.c.quantity.label("assigned"), _workers.c.region.label("worker_region"))
+        .join(_assignments, _assignments.c.order_id == _orders.c.id)
+        .join(_workers, _workers.c.id == _assignments.c.homeworker_id)
+        .where(_orders.c.id == order_id, _assignments.c.homeworker_id == homeworker_id)
+    ).first()
+    if row is None:
+        return None
+    unit = rates.Unit(row.unit)
+    try:
+        finding = rates.assess(
+            rate=Decimal(row.rate),
+            minutes_per_piece=Decimal(row.minutes_per_piece),
+            region=row.worker_region,
+            on=local_date(row.created_at),
+            unit=unit,
+        )
+    except PaymentsError:
+        log.warning("no wage benchmark for order %d's notice to homeworker %d", order_id, homeworker_id)
+        return None
+    return messages.order_assigned_notice(
+        lang=lang,
+        order_ref=row.reference,
+        product=row.product,
+        quantity=int(row.assigned),
+        rate=Decimal(row.rate),
+        unit=unit,
+        deadline=row.deadline,
+        effective_hourly=finding.effective_hourly,
+        benchmark_hourly=finding.benchmark_hourly,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: int
+    to: str
+    text: str
+
+
+def _claim(
+    session: Session, *, keyring: pii.Keyring, payload: Mapping[str, Any], now: datetime
+) -> _Claimed | str:
+    composed = _compose(session, payload, now)
+    if composed is None:
+        log.warning("sms payload of kind %r could not be read; dropped", payload.get("kind"))
+        return "skipped"
+    row = session.execute(select(_sms).where(_sms.c.dedupe_key == composed.key).with_for_update()).first()
+    if row is None:
+        phone_enc = session.execute(
+            select(_workers.c.phone_enc).where(_workers.c.id == composed.homeworker_id)
+        ).scalar_one()
+        to = pii.decrypt(keyring, phone_enc, context="homeworker.phone")
+        message_id = session.execute(
+            insert(_sms).returning(_sms.c.id),
+            {
+                "dedupe_key": composed.key,
+                "homeworker_id": composed.homeworker_id,
+                "kind": composed.kind,
+                "status": "pending" if composed.text else "skipped",
+                "to_enc": pii.encrypt(keyring, to, context="sms.to"),
+                "to_masked": phones.mask(to),
+                "text_enc": pii.encrypt(keyring, composed.text, context="sms.text")
+                if composed.text
+                else None,
+                "attempts": 0,
+                "claimed_until": now + SEND_CLAIM if composed.text else None,
+                "created_at": now,
+            },
+        ).scalar_one()
+        if not composed.text:
+            return "skipped"
+        return _Claimed(int(message_id), to, composed.text)
+    if row.status != "pending":
+        return str(row.status)
+    if row.claimed_until is not None and row.claimed_until > now:
+        raise SmsTemporaryFailure(
+            "busy",
+            "another attempt is sending this message",
+            retry_after=(row.claimed_until - now).total_seconds(),
+        )
+    session.execute(update(_sms).where(_sms.c.id == row.id).values(claimed_until=now + SEND_CLAIM))
+    return _Claimed(
+        row.id,
+        pii.decrypt(keyring, row.to_enc, context="sms.to"),
+        pii.decrypt(keyring, row.text_enc, context="sms.text"),
+    )
+
+
+def deliver_sms(
+    sessions: sessionmaker[Session],
+    *,
+    keyring: pii.Keyring,
+    sender: SmsSender,
+    payload: Mapping[str, Any],
+    clock: Callable[[], datetime],
+) -> str:
+    """Send the SMS an outbox payload stands for, once; the body of the ``sms.send`` task.
+
+    Returns ``"sent"``, ``"failed"`` (the gateway refused it for good) or ``"skipped"``
+    (nothing to say, or an unreadable payload). Raises :class:`SmsTemporaryFailure` when the
+    task should retry later (its ``retry_after`` when known). Never holds a database
+    transaction open across the gateway call.
+    """
+    try:
+        with atomic(sessions) as session:
+            claimed = _claim(session, keyring=keyring, payload=payload, now=clock())
+    except IntegrityError as exc:  # a concurrent attempt inserted the same message first
+        raise SmsTemporaryFailure("busy", "another attempt is recording this message", retry_after=5) from exc
+    if isinstance(claimed, str):
+        return claimed
+    try:
+        sent = sender.send(to=claimed.to, text=claimed.text)
+    except SmsRejected as exc:
+        _finish(sessions, claimed.id, status="failed", provider=sender.name, error=exc.code, now=clock())
+        log.warning("sms %d refused by %s (%s)", claimed.id, sender.name, exc.code)
+        return "failed"
+    except SmsTemporaryFailure as exc:
+        _finish(sessions, claimed.id, status="pending", provider=sender.name, error=exc.code, now=clock())
+        log.info("sms %d not taken by %s now (%s); will retry", claimed.id, sender.name, exc.code)
+        raise
+    _finish(
+        sessions,
+        claimed.id,
+        status="sent",
+        provider=sender.name,
+        error=None,
+        now=clock(),
+        gateway_id=sent.message_id[:64],
+    )
+    return "sent"
+
+
+def _finish(
+    sessions: sessionmaker[Session],
+    row_id: int,
+    *,
+    status: str,
+    provider: str,
+    error: str | None,
+    now: datetime,
+    gateway_id: str | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "provider": provider,
+        "error": error[:64] if error else None,
+        "attempts": _sms.c.attempts + 1,
+        "claimed_until": None,
+    }
+    if status == "sent":
+        values["sent_at"] = now
+        values["provider_message_id"] = gateway_id
+    with atomic(sessions) as session:
+        session.execute(update(_sms).where(_sms.c.id == row_id).values(**values))
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message as the sandbox listing shows it."""
+
+    to: str
+    """Full for fictitious demo numbers, masked for any other."""
+    text: str
+    sent_at: datetime
+    kind: str
+    homeworker_id: int
+
+
+def list_sent(
+    session: Session, *, keyring: pii.Keyring, provider: str, limit: int = 100
+) -> list[SentMessage]:
+    """Messages a gateway took, newest first (for ``GET /v1/sandbox/sms``)."""
+    rows = session.execute(
+        select(_sms)
+        .where(_sms.c.provider == provider, _sms.c.status == "sent")
+        .order_by(_sms.c.sent_at.desc(), _sms.c.id.desc())
+        .limit(min(max(limit, 1), 1000))
+    )
+    found = []
+    for r in rows:
+        try:
+            to = pii.decrypt(keyring, r.to_enc, context="sms.to")
+            text = pii.decrypt(keyring, r.text_enc, context="sms.text")
+        except pii.DecryptionFailed:  # sealed with a key no longer in the ring
+            log.warning("sms %d cannot be opened with the current keys; not listed", r.id)
+            continue
+        found.append(
+            SentMessage(
+                to=to if phones.is_demo(to) else r.to_masked,
+                text=text,
+                sent_at=r.sent_at,
+                kind=r.kind,
+                homeworker_id=r.homeworker_id,
+            )
+        )
+    return found

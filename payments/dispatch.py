@@ -1,0 +1,820 @@
+"""Sending payouts through a provider — exactly once, whatever fails.
+
+Every step is its own database transaction, and no transaction is open during an HTTP
+call. The order of steps is what makes a crash anywhere safe:
+
+1. ``created → submitted`` commits first: the earned hold is captured into an entry
+   (her earned balance → the provider's in-flight account) and the attempt is recorded.
+   Only then is the instruction sent, with the payout's one idempotency key.
+2. The provider's answer is applied in a second transaction. A timeout, 5xx or
+   unreadable answer makes the payout ``unknown``: from there only a status query by the
+   idempotency key (or a callback) decides; a payment instruction is sent again only when
+   the provider says it never received one (``not_found``) or refused it unprocessed (429),
+   and then with the same key, so the provider can never pay twice.
+3. ``succeeded`` settles in-flight against platform cash and charges the buyer the fee;
+   ``failed`` returns the money to her earned balance (the dispatch entry is reversed)
+   and releases the fee hold; ``succeeded → reversed`` owes her the money again.
+
+A crash between 1 and 2 leaves a ``submitted`` payout with no answer; the sweeper asks
+the provider about it. Callbacks go through the same transitions, so duplicates and
+out-of-order deliveries change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations.providers.base import (
+    CallbackEvent,
+    InvalidCallback,
+    OutcomeUnknown,
+    PayoutProvider,
+    ProviderError,
+    RateLimited,
+    TransferRejected,
+    TransferRequest,
+    TransferResult,
+    TransferStatus,
+)
+from ledger import EntryDraft, Posting, atomic, journal
+from ledger.tables import table_of
+from payments import chart, outbox, parties, pii
+from payments.payout_states import PayoutStatus, RunStatus, transition
+from payments.payouts import record_event
+from payments.tables import HomeworkerRow, PayoutRow, PayoutRunRow, ProviderCallbackRow
+
+log = logging.getLogger(__name__)
+
+_payouts = table_of(PayoutRow)
+_runs = table_of(PayoutRunRow)
+_workers = table_of(HomeworkerRow)
+_callbacks = table_of(ProviderCallbackRow)
+
+UNREGISTERED_WALLET_LIMIT = 2_000_000
+REGISTERED_WALLET_LIMIT = 20_000_000
+
+UNRESOLVED = (PayoutStatus.CREATED.value, PayoutStatus.SUBMITTED.value, PayoutStatus.UNKNOWN.value)
+FIRST_POLL = timedelta(seconds=10)
+"""After a provider accepts a payout, its callback normally settles it; ask ourselves only if none came."""
+
+DEFINITIVE_REJECTIONS = frozenset(
+    {
+        "insufficient_balance",
+        "invalid_account",
+        "name_mismatch",
+        "limit_exceeded",
+        "invalid_request",
+        "channel_not_supported",
+        "unsupported_currency",
+        "rejected_by_channel",
+    }
+)
+
+
+@dataclass
+class Dispatcher:
+    """What dispatching needs: databases, providers, keys, a clock and a random source."""
+
+    sessions: sessionmaker[Session]
+    providers: Mapping[str, PayoutProvider]
+    keyring: pii.Keyring
+    clock: Callable[[], datetime]
+    callback_url: Callable[[str], str | None] = field(default=lambda _provider: None)
+    rng: random.Random = field(default_factory=random.Random)
+    stale_after: timedelta = timedelta(minutes=2)
+    max_backoff: timedelta = timedelta(minutes=30)
+    send_concurrency: int = 8
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def dispatch(self, payout_id: int) -> PayoutStatus:
+        """Send a created payout, or resend one the provider never received. Idempotent."""
+        prepared = self._prepare(payout_id)
+        if isinstance(prepared, PayoutStatus):
+            return prepared
+        outcome = self._send(prepared)
+        with atomic(self.sessions) as s:
+            return self._settle_send_in(s, _lock(s, payout_id), outcome, now=self.clock())
+
+    def dispatch_many(self, payout_ids: Sequence[int]) -> dict[int, PayoutStatus]:
+        """Dispatch a batch: one transaction to submit them all, the instructions sent
+        concurrently, one transaction to apply the answers. The same steps, in the same
+        order, as ``dispatch`` — so a crash anywhere is as safe."""
+        statuses: dict[int, PayoutStatus] = {}
+        ready: dict[int, _Send] = {}
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            for row in _lock_many(s, payout_ids):
+                found = self._submit_ready_in(s, row, now)
+                if isinstance(found, _Send):
+                    ready[row.id] = found
+                elif found is None:
+                    statuses[row.id] = PayoutStatus.CREATED  # needs a first-payment wallet check
+                else:
+                    statuses[row.id] = found
+        for payout_id in [i for i, st in statuses.items() if st is PayoutStatus.CREATED]:
+            statuses[payout_id] = self.dispatch(payout_id)
+        if not ready:
+            return statuses
+        with ThreadPoolExecutor(max_workers=min(self.send_concurrency, len(ready))) as pool:
+            outcomes = dict(zip(ready, pool.map(self._send, ready.values()), strict=True))
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            for row in _lock_many(s, list(outcomes)):
+                statuses[row.id] = self._settle_send_in(s, row, outcomes[row.id], now=now)
+        return statuses
+
+    def _send(self, send: _Send) -> TransferResult | ProviderError:
+        try:
+            return self.providers[send.provider].send(send.request)
+        except ProviderError as exc:
+            return exc
+
+    def _settle_send_in(
+        self, s: Session, row: Row[Any], outcome: TransferResult | ProviderError, *, now: datetime
+    ) -> PayoutStatus:
+        """The answer to a payment instruction, whatever it was, applied within ``s``."""
+        if isinstance(outcome, TransferResult):
+            return self._apply_in(s, row, outcome, source="send", now=now)
+        if isinstance(outcome, RateLimited):
+            return self._reschedule_in(
+                s, row, reason="rate_limited", retry_after=outcome.retry_after, resend=True, now=now
+            )
+        if isinstance(outcome, TransferRejected) and outcome.code in DEFINITIVE_REJECTIONS:
+            return self._fail_guarded_in(
+                s, row, code=outcome.code, reason=outcome.message or outcome.code, source="send", now=now
+            )
+        reason = str(outcome) if isinstance(outcome, OutcomeUnknown) and str(outcome) else outcome.code
+        return self._mark_unknown_in(s, row, reason=reason or "outcome unknown", source="send", now=now)
+
+    def resolve(self, payout_id: int) -> PayoutStatus:
+        """Ask the provider what became of a payout whose outcome we do not know."""
+        with atomic(self.sessions) as s:
+            row = _lock(s, payout_id)
+            status = PayoutStatus(row.status)
+            if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
+                return status
+            key, reference, provider_name = row.idempotency_key, row.provider_reference, row.provider
+        try:
+            result = self.providers[provider_name].status(idempotency_key=key, provider_reference=reference)
+        except RateLimited as exc:
+            return self._reschedule(
+                payout_id, reason="rate_limited", retry_after=exc.retry_after, resend=False
+            )
+        except ProviderError as exc:
+            return self._mark_unknown(payout_id, reason=f"status query: {exc.code}", source="status")
+        if result.status is TransferStatus.NOT_FOUND:
+            return self._never_received(payout_id)
+        return self._apply(payout_id, result, source="status")
+
+    def due(self, *, limit: int = 200) -> tuple[list[int], list[int]]:
+        """(to send, to ask about): resends that are due, and unknown or stale payouts."""
+        now = self.clock()
+        with self.sessions() as s:
+            resend = (
+                s.execute(
+                    select(_payouts.c.id)
+                    .join(_runs, _runs.c.id == _payouts.c.run_id)
+                    .where(
+                        (
+                            _payouts.c.status.in_([PayoutStatus.SUBMITTED.value, PayoutStatus.CREATED.value])
+                            & (_payouts.c.next_attempt_at <= now)
+                        )
+                        | (  # created in a dispatching run, and its task was lost (a worker crash)
+                            (_payouts.c.status == PayoutStatus.CREATED.value)
+                            & _payouts.c.next_attempt_at.is_(None)
+                            & (_runs.c.status == RunStatus.DISPATCHING.value)
+                            & (_payouts.c.updated_at <= now - self.stale_after)
+                        )
+                    )
+                    .order_by(_payouts.c.id)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            ask = (
+                s.execute(
+                    select(_payouts.c.id)
+                    .where(
+                        (
+                            (_payouts.c.status == PayoutStatus.UNKNOWN.value)
+                            & ((_payouts.c.next_attempt_at.is_(None)) | (_payouts.c.next_attempt_at <= now))
+                        )
+                        | (
+                            (_payouts.c.status == PayoutStatus.SUBMITTED.value)
+                            & _payouts.c.next_attempt_at.is_(None)
+                            & (_payouts.c.updated_at <= now - self.stale_after)
+                        )
+                    )
+                    .order_by(_payouts.c.id)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+        return list(resend), list(ask)
+
+    # --- callbacks -----------------------------------------------------------------------------
+
+    def handle_callback(self, provider_name: str, *, headers: Mapping[str, str], body: bytes) -> str:
+        """Authenticate and apply a provider callback; returns what was done with it.
+
+        Raises InvalidCallback for a bad signature — the caller answers 401 and nothing
+        changes. Every authenticated callback is recorded, matched or not.
+        """
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            raise InvalidCallback("unknown provider")
+        now = self.clock()
+        event = provider.parse_callback(headers=headers, body=body, now=now)
+        with atomic(self.sessions) as s:
+            row = _find_payout(s, provider_name, event)
+            outcome = self._callback_outcome(s, row, event, now)
+            try:
+                with s.begin_nested():
+                    s.execute(
+                        insert(_callbacks),
+                        {
+                            "provider": provider_name,
+                            "event_id": event.event_id,
+                            "payout_id": row.id if row else None,
+                            "status": event.status.value,
+                            "payload": _event_payload(event),
+                            "outcome": outcome,
+                            "received_at": now,
+                        },
+                    )
+            except IntegrityError:
+                return "duplicate"
+        if outcome == "apply":
+            result = TransferResult(
+                event.status, event.provider_reference, event.failure_code, None, event.status.value
+            )
+            assert row is not None
+            self._apply(row.id, result, source="callback")
+            return "applied"
+        return outcome
+
+    # --- transitions ---------------------------------------------------------------------------
+
+    def _prepare(self, payout_id: int) -> _Send | PayoutStatus:
+        """Submit (commit) before sending: the one place a payout moves to ``submitted``."""
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            row = _lock(s, payout_id)
+            found = self._submit_ready_in(s, row, now)
+            if found is not None:
+                return found
+            send = self._request(s, row)
+        valid = self._validate(send)  # a wallet never paid before: ask the provider first
+        if valid is None:
+            return self._reschedule(payout_id, reason="wallet validation unavailable", retry_after=None)
+        if not valid:
+            return self._fail(
+                payout_id,
+                code="invalid_account",
+                reason="the wallet or its holder's name is not valid",
+                source="precheck",
+            )
+        with atomic(self.sessions) as s:
+            row = _lock(s, payout_id)
+            if row.status != PayoutStatus.CREATED.value:
+                return PayoutStatus(row.status)
+            s.execute(
+                update(_workers).where(_workers.c.id == row.homeworker_id).values(wallet_verified_at=now)
+            )
+            self._submit_in(s, row, now)
+            return self._request(s, row)
+
+    def _submit_ready_in(self, s: Session, row: Row[Any], now: datetime) -> _Send | PayoutStatus | None:
+        """Within ``s``: submit a payout that is ready and return what to send; or its status
+        when there is nothing to send; or None when its wallet must be validated first."""
+        status = PayoutStatus(row.status)
+        if (
+            status is PayoutStatus.SUBMITTED
+            and row.next_attempt_at is not None
+            and row.next_attempt_at <= now
+        ):
+            s.execute(
+                update(_payouts)
+                .where(_payouts.c.id == row.id)
+                .values(attempts=row.attempts + 1, next_attempt_at=None, updated_at=now)
+            )
+            record_event(
+                s,
+                payout_id=row.id,
+                from_status=status,
+                to_status=status,
+                source="resend",
+                detail={"attempt": row.attempts + 1},
+                now=now,
+            )
+            return self._request(s, row)
+        if status is not PayoutStatus.CREATED:
+            return status
+        if row.next_attempt_at is not None and row.next_attempt_at > now:
+            return status
+        run = s.execute(select(_runs.c.status).where(_runs.c.id == row.run_id)).scalar_one()
+        if run != RunStatus.DISPATCHING.value:
+            return status
+        worker = s.execute(
+            select(_workers.c.wallet_registered, _workers.c.wallet_verified_at).where(
+                _workers.c.id == row.homeworker_id
+            )
+        ).one()
+        limit = REGISTERED_WALLET_LIMIT if worker.wallet_registered else UNREGISTERED_WALLET_LIMIT
+        if row.amount > limit:
+            self._fail_in(
+                s,
+                row,
+                code="limit_exceeded",
+                source="precheck",
+                now=now,
+                reason=f"the wallet can hold at most {limit} rupiah",
+            )
+            return PayoutStatus.FAILED
+        if worker.wallet_verified_at is None:
+            return None
+        self._submit_in(s, row, now)
+        return self._request(s, row)
+
+    def _validate(self, send: _Send) -> bool | None:
+        """Ask the provider about a wallet never paid before; None when it could not answer."""
+        try:
+            check = self.providers[send.provider].validate_account(
+                channel=send.request.channel,
+                account=send.request.account,
+                holder_name=send.request.account_holder_name,
+            )
+        except ProviderError:
+            return None
+        return check.valid
+
+    def _request(self, s: Session, row: Row[Any]) -> _Send:
+        worker = s.execute(select(_workers).where(_workers.c.id == row.homeworker_id)).one()
+        request = TransferRequest(
+            idempotency_key=row.idempotency_key,
+            reference=row.reference,
+            amount=row.amount,
+            currency=row.currency,
+            channel=row.channel,
+            account=pii.decrypt(self.keyring, row.account_enc, context="homeworker.wallet"),
+            account_holder_name=pii.decrypt(self.keyring, worker.name_enc, context="homeworker.name"),
+            description=f"Upah {row.reference}",
+            callback_url=self.callback_url(row.provider),
+        )
+        return _Send(row.provider, request)
+
+    def _submit_in(self, s: Session, row: Row[Any], now: datetime) -> None:
+        transition(PayoutStatus(row.status), target=PayoutStatus.SUBMITTED)
+        in_flight = chart.provider_in_flight(s, provider=row.provider, now=now)
+        entry = journal.capture_hold(
+            s,
+            hold_id=row.hold_id,
+            draft=EntryDraft(
+                key=f"payout:{row.id}:dispatch",
+                postings=(
+                    Posting.debit(row.earned_account_id, row.amount, row.currency),
+                    Posting.credit(in_flight.id, row.amount, row.currency),
+                ),
+                effective_at=now,
+                description=f"payout {row.reference} sent to {row.provider}",
+                metadata={
+                    "kind": "payout_dispatched",
+                    "payout_id": row.id,
+                    "homeworker_id": row.homeworker_id,
+                },
+            ),
+            now=now,
+        )
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == row.id)
+            .values(
+                status=PayoutStatus.SUBMITTED.value,
+                dispatch_entry_id=entry.id,
+                attempts=row.attempts + 1,
+                submitted_at=now,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        record_event(
+            s,
+            payout_id=row.id,
+            from_status=PayoutStatus(row.status),
+            to_status=PayoutStatus.SUBMITTED,
+            source="dispatch",
+            detail={"attempt": row.attempts + 1},
+            now=now,
+        )
+
+    def _apply(self, payout_id: int, result: TransferResult, *, source: str) -> PayoutStatus:
+        with atomic(self.sessions) as s:
+            return self._apply_in(s, _lock(s, payout_id), result, source=source, now=self.clock())
+
+    def _apply_in(
+        self, s: Session, row: Row[Any], result: TransferResult, *, source: str, now: datetime
+    ) -> PayoutStatus:
+        """What the provider said, applied through the state machine (within ``s``)."""
+        payout_id = row.id
+        status = PayoutStatus(row.status)
+        if result.provider_reference and not row.provider_reference:
+            s.execute(
+                update(_payouts)
+                .where(_payouts.c.id == payout_id)
+                .values(provider_reference=result.provider_reference)
+            )
+        if result.status is TransferStatus.PENDING:
+            if status is PayoutStatus.UNKNOWN:
+                self._backoff_in(s, row, now, reason="provider says pending")
+            elif status is PayoutStatus.SUBMITTED:  # accepted: ask again later, in case no callback comes
+                poll_at = now + max(FIRST_POLL, self._delay(row.attempts, None))
+                outbox.add(
+                    s,
+                    topic=outbox.RESOLVE_PAYOUT,
+                    payload={"payout_id": payout_id},
+                    now=now,
+                    available_at=poll_at,
+                )
+            return status
+        if result.status is TransferStatus.SUCCEEDED:
+            if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
+                self._succeed_in(s, row, source, now)
+                return PayoutStatus.SUCCEEDED
+            return status
+        if result.status is TransferStatus.FAILED:
+            if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
+                self._fail_in(
+                    s,
+                    row,
+                    code=result.failure_code or "provider_failure",
+                    source=source,
+                    now=now,
+                    reason=result.failure_message or result.raw_status or "the provider failed it",
+                )
+                return PayoutStatus.FAILED
+            return status
+        if result.status is TransferStatus.REVERSED:
+            if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
+                self._succeed_in(s, row, source, now)
+                row = _lock(s, payout_id)
+                status = PayoutStatus.SUCCEEDED
+            if status is PayoutStatus.SUCCEEDED:
+                self._reverse_in(s, row, source, now)
+                return PayoutStatus.REVERSED
+            return status
+        return status
+
+    def _succeed_in(self, s: Session, row: Row[Any], source: str, now: datetime) -> None:
+        transition(PayoutStatus(row.status), target=PayoutStatus.SUCCEEDED)
+        cash = chart.platform_cash(s, now=now)
+        in_flight = chart.provider_in_flight(s, provider=row.provider, now=now)
+        journal.post(
+            s,
+            EntryDraft(
+                key=f"payout:{row.id}:settle",
+                postings=(
+                    Posting.debit(in_flight.id, row.amount, row.currency),
+                    Posting.credit(cash.id, row.amount, row.currency),
+                ),
+                effective_at=now,
+                description=f"payout {row.reference} confirmed by {row.provider}",
+                metadata={
+                    "kind": "payout_succeeded",
+                    "payout_id": row.id,
+                    "homeworker_id": row.homeworker_id,
+                },
+            ),
+            now=now,
+        )
+        if row.fee_hold_id is not None:
+            buyer = parties.get_organization(s, principal=_platform(), organization_id=row.buyer_id)
+            assert buyer.available_account_id is not None
+            journal.capture_hold(
+                s,
+                hold_id=row.fee_hold_id,
+                draft=EntryDraft(
+                    key=f"payout:{row.id}:fee",
+                    postings=(
+                        Posting.debit(buyer.available_account_id, row.fee, row.currency),
+                        Posting.credit(cash.id, row.fee, row.currency),
+                    ),
+                    effective_at=now,
+                    description=f"provider fee for payout {row.reference}, paid by the buyer",
+                    metadata={"kind": "provider_fee", "payout_id": row.id},
+                ),
+                now=now,
+            )
+        self._finish_in(s, row, PayoutStatus.SUCCEEDED, source, now, {})
+
+    def _fail_in(
+        self, s: Session, row: Row[Any], *, code: str, reason: str, source: str, now: datetime
+    ) -> None:
+        status = PayoutStatus(row.status)
+        transition(status, target=PayoutStatus.FAILED)
+        if row.dispatch_entry_id is not None:
+            journal.reverse(
+                s,
+                entry_id=row.dispatch_entry_id,
+                key=f"payout:{row.id}:return",
+                reason=f"payout failed ({code}): the money stays owed to her",
+                now=now,
+            )
+        elif row.hold_id is not None:
+            journal.void_hold(s, hold_id=row.hold_id, now=now)
+        if row.fee_hold_id is not None:
+            journal.void_hold(s, hold_id=row.fee_hold_id, now=now)
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == row.id)
+            .values(failure_code=code, failure_reason=reason[:500])
+        )
+        self._finish_in(s, row, PayoutStatus.FAILED, source, now, {"code": code})
+
+    def _reverse_in(self, s: Session, row: Row[Any], source: str, now: datetime) -> None:
+        transition(PayoutStatus(row.status), target=PayoutStatus.REVERSED)
+        cash = chart.platform_cash(s, now=now)
+        journal.post(
+            s,
+            EntryDraft(
+                key=f"payout:{row.id}:reversed",
+                postings=(
+                    Posting.debit(cash.id, row.amount, row.currency),
+                    Posting.credit(row.earned_account_id, row.amount, row.currency),
+                ),
+                effective_at=now,
+                description=f"payout {row.reference} reversed by {row.provider}: owed to her again",
+                metadata={"kind": "payout_reversed", "payout_id": row.id, "homeworker_id": row.homeworker_id},
+            ),
+            now=now,
+        )
+        self._finish_in(s, row, PayoutStatus.REVERSED, source, now, {})
+
+    def _finish_in(
+        self,
+        s: Session,
+        row: Row[Any],
+        status: PayoutStatus,
+        source: str,
+        now: datetime,
+        detail: dict[str, Any],
+    ) -> None:
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == row.id)
+            .values(status=status.value, settled_at=now, next_attempt_at=None, updated_at=now)
+        )
+        record_event(
+            s,
+            payout_id=row.id,
+            from_status=PayoutStatus(row.status),
+            to_status=status,
+            source=source,
+            detail=detail,
+            now=now,
+        )
+        outbox.add(
+            s, topic=outbox.SEND_SMS, payload={"kind": f"payout_{status.value}", "payout_id": row.id}, now=now
+        )
+        self._complete_run_in(s, row.run_id, now)
+
+    def _complete_run_in(self, s: Session, run_id: int, now: datetime) -> None:
+        open_payout = s.execute(
+            select(_payouts.c.id)
+            .where(_payouts.c.run_id == run_id, _payouts.c.status.in_(UNRESOLVED))
+            .limit(1)
+        ).first()
+        if open_payout is None:
+            s.execute(
+                update(_runs)
+                .where(_runs.c.id == run_id, _runs.c.status == RunStatus.DISPATCHING.value)
+                .values(status=RunStatus.COMPLETED.value, completed_at=now)
+            )
+
+    def _fail(self, payout_id: int, *, code: str, reason: str, source: str) -> PayoutStatus:
+        with atomic(self.sessions) as s:
+            return self._fail_guarded_in(
+                s, _lock(s, payout_id), code=code, reason=reason, source=source, now=self.clock()
+            )
+
+    def _fail_guarded_in(
+        self, s: Session, row: Row[Any], *, code: str, reason: str, source: str, now: datetime
+    ) -> PayoutStatus:
+        status = PayoutStatus(row.status)
+        if status not in (PayoutStatus.CREATED, PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
+            return status
+        self._fail_in(s, row, code=code, reason=reason, source=source, now=now)
+        return PayoutStatus.FAILED
+
+    def _mark_unknown(self, payout_id: int, *, reason: str, source: str) -> PayoutStatus:
+        with atomic(self.sessions) as s:
+            return self._mark_unknown_in(
+                s, _lock(s, payout_id), reason=reason, source=source, now=self.clock()
+            )
+
+    def _mark_unknown_in(
+        self, s: Session, row: Row[Any], *, reason: str, source: str, now: datetime
+    ) -> PayoutStatus:
+        status = PayoutStatus(row.status)
+        if status not in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
+            return status
+        if status is PayoutStatus.SUBMITTED:
+            s.execute(
+                update(_payouts)
+                .where(_payouts.c.id == row.id)
+                .values(status=PayoutStatus.UNKNOWN.value, updated_at=now)
+            )
+            record_event(
+                s,
+                payout_id=row.id,
+                from_status=status,
+                to_status=PayoutStatus.UNKNOWN,
+                source=source,
+                detail={"reason": reason[:200]},
+                now=now,
+            )
+        self._backoff_in(s, row, now, reason=reason)
+        return PayoutStatus.UNKNOWN
+
+    def _never_received(self, payout_id: int) -> PayoutStatus:
+        """The provider has no instruction under our key: send it again, with the same key."""
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            row = _lock(s, payout_id)
+            status = PayoutStatus(row.status)
+            if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
+                return status
+            if status is PayoutStatus.UNKNOWN:
+                transition(status, target=PayoutStatus.SUBMITTED)
+            s.execute(
+                update(_payouts)
+                .where(_payouts.c.id == payout_id)
+                .values(status=PayoutStatus.SUBMITTED.value, next_attempt_at=now, updated_at=now)
+            )
+            record_event(
+                s,
+                payout_id=payout_id,
+                from_status=status,
+                to_status=PayoutStatus.SUBMITTED,
+                source="status",
+                detail={"reason": "provider never received it; resend with the same key"},
+                now=now,
+            )
+            outbox.add(s, topic=outbox.DISPATCH_PAYOUT, payload={"payout_id": payout_id}, now=now)
+        return PayoutStatus.SUBMITTED
+
+    def _reschedule(
+        self, payout_id: int, *, reason: str, retry_after: float | None, resend: bool = True
+    ) -> PayoutStatus:
+        with atomic(self.sessions) as s:
+            return self._reschedule_in(
+                s,
+                _lock(s, payout_id),
+                reason=reason,
+                retry_after=retry_after,
+                resend=resend,
+                now=self.clock(),
+            )
+
+    def _reschedule_in(
+        self,
+        s: Session,
+        row: Row[Any],
+        *,
+        reason: str,
+        retry_after: float | None,
+        resend: bool,
+        now: datetime,
+    ) -> PayoutStatus:
+        """Try again later — nothing was processed (429), or an answer could not be had."""
+        status = PayoutStatus(row.status)
+        delay = self._delay(row.attempts, retry_after)
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == row.id)
+            .values(next_attempt_at=now + delay, updated_at=now)
+        )
+        record_event(
+            s,
+            payout_id=row.id,
+            from_status=status,
+            to_status=status,
+            source="backoff",
+            detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
+            now=now,
+        )
+        topic = (
+            outbox.DISPATCH_PAYOUT if resend and status is not PayoutStatus.UNKNOWN else outbox.RESOLVE_PAYOUT
+        )
+        outbox.add(s, topic=topic, payload={"payout_id": row.id}, now=now, available_at=now + delay)
+        return status
+
+    def _backoff_in(self, s: Session, row: Row[Any], now: datetime, *, reason: str) -> None:
+        delay = self._delay(row.attempts, None)
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == row.id)
+            .values(next_attempt_at=now + delay, attempts=row.attempts + 1, updated_at=now)
+        )
+        outbox.add(
+            s, topic=outbox.RESOLVE_PAYOUT, payload={"payout_id": row.id}, now=now, available_at=now + delay
+        )
+        del reason
+
+    def _delay(self, attempts: int, retry_after: float | None) -> timedelta:
+        """Exponential backoff with full jitter, bounded; never sooner than the provider asked."""
+        base = min(self.max_backoff.total_seconds(), 0.5 * 2 ** min(attempts, 16))
+        delay = self.rng.uniform(base / 2, base)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return timedelta(seconds=min(delay, self.max_backoff.total_seconds()))
+
+    def _callback_outcome(self, s: Session, row: Row[Any] | None, event: CallbackEvent, now: datetime) -> str:
+        del now
+        if row is None:
+            return "unknown_payout"
+        if event.amount is not None and event.amount != row.amount:
+            return "amount_mismatch"
+        status = PayoutStatus(row.status)
+        target = {
+            TransferStatus.SUCCEEDED: PayoutStatus.SUCCEEDED,
+            TransferStatus.FAILED: PayoutStatus.FAILED,
+            TransferStatus.REVERSED: PayoutStatus.REVERSED,
+        }.get(event.status)
+        if target is None or target is status:
+            return "no_change"
+        if status is PayoutStatus.FAILED and target is PayoutStatus.SUCCEEDED:
+            return "conflict"  # we returned the money; the provider says it paid: reconciliation must look
+        if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN) or (
+            status is PayoutStatus.SUCCEEDED and target is PayoutStatus.REVERSED
+        ):
+            return "apply"
+        return "out_of_order"
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    provider: str
+    request: TransferRequest
+
+
+def _lock_many(s: Session, payout_ids: Sequence[int]) -> list[Row[Any]]:
+    """Lock payouts in id order (one global order: no deadlocks between batches)."""
+    return list(
+        s.execute(
+            select(_payouts)
+            .where(_payouts.c.id.in_(sorted(set(payout_ids))))
+            .order_by(_payouts.c.id)
+            .with_for_update()
+        )
+    )
+
+
+def _lock(s: Session, payout_id: int) -> Row[Any]:
+    return s.execute(select(_payouts).where(_payouts.c.id == payout_id).with_for_update()).one()
+
+
+def _find_payout(s: Session, provider: str, event: CallbackEvent) -> Row[Any] | None:
+    if event.idempotency_key:
+        row = s.execute(
+            select(_payouts).where(
+                _payouts.c.idempotency_key == event.idempotency_key, _payouts.c.provider == provider
+            )
+        ).first()
+        if row is not None:
+            return row
+    if event.provider_reference:
+        return s.execute(
+            select(_payouts).where(
+                _payouts.c.provider_reference == event.provider_reference, _payouts.c.provider == provider
+            )
+        ).first()
+    return None
+
+
+def _event_payload(event: CallbackEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "idempotency_key": event.idempotency_key,
+        "provider_reference": event.provider_reference,
+        "status": event.status.value,
+        "amount": event.amount,
+        "currency": event.currency,
+        "failure_code": event.failure_code,
+    }
+
+
+def _platform() -> parties.Principal:
+    return parties.Principal(key_id=0, role=parties.Role.ADMIN, organization_id=None)

@@ -1,0 +1,36 @@
+"""Liveness, metrics and the published schema."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import Actor, confirm, deliver, post_order, register
+
+
+def test_healthz_answers_ok(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_metrics_count_requests_and_domain_events(client: TestClient, buyer: Actor) -> None:
+    worker = register(client, buyer)
+    order = post_order(client, buyer, worker["id"])
+    confirm(client, buyer, deliver(client, buyer, order["id"], worker["id"], 5)["id"], accepted=5)
+    body = client.get("/metrics").text
+    assert "upah_deliveries_confirmed_total 1.0" in body
+    assert "upah_pieces_accepted_total 5.0" in body
+    assert 'upah_http_requests_total{method="POST",route="/v1/orders",status="201"}' in body
+
+
+def test_the_openapi_schema_documents_every_contract_path(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/organizations",
+        "/v1/organizations/{organization_id}/deposits",
+        "/v1/homeworkers",
+        "/v1/orders",
+        "/v1/orders/{order_id}/deliveries",
+        "/v1/deliveries/{delivery_id}/confirm",
+        "/v1/homeworkers/{homeworker_id}/payslip",
+        "/healthz",
+    ):
+        assert path in paths

@@ -1,0 +1,224 @@
+"""payments.channels on both databases: the embedded default (SQLite) behaves like production."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations.sms_senders import SandboxSmsSender, SentSms, SmsTemporaryFailure
+from ledger import atomic
+from payments import channels, outbox
+from payments.selfservice import DisputeKind
+from payments.tables import DisputeRow, OutboxRow, SmsMessageRow, UssdSessionRow
+from tests.payments.scenario import KEYRING, make_buyer, make_worker
+from upah.migrate import alembic_config, upgrade
+
+PIN = "583927"
+
+
+def phone_of(factory: sessionmaker[Session], worker_id: int) -> str:
+    from payments import pii
+    from payments.tables import HomeworkerRow
+
+    with factory() as s:
+        token = s.execute(select(HomeworkerRow.phone_enc).where(HomeworkerRow.id == worker_id)).scalar_one()
+    return pii.decrypt(KEYRING, token, context="homeworker.phone")
+
+
+class Dial:
+    def __init__(self, factory: sessionmaker[Session], phone: str, now: datetime) -> None:
+        self.factory, self.phone, self.now = factory, phone, now
+        self.id = uuid.uuid4().hex
+        self.steps: list[str] = []
+
+    def send(self, *answers: str) -> str:
+        self.steps.extend(answers)
+        turn = channels.ussd_turn(
+            self.factory,
+            keyring=KEYRING,
+            session_id=self.id,
+            phone=self.phone,
+            steps=self.steps,
+            now=self.now,
+        )
+        assert turn.outcome.text is not None
+        return ("END " if turn.outcome.end else "CON ") + turn.outcome.text
+
+
+def test_first_use_login_and_balance(factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(factory)
+    worker = make_worker(factory, buyer)
+    from tests.payments.scenario import earn
+
+    earn(factory, buyer, worker, 12_500)
+    phone, now = phone_of(factory, worker), datetime.now(UTC)
+    first = Dial(factory, phone, now)
+    assert first.send().startswith("CON Selamat datang")
+    first.send(PIN)
+    assert first.send(PIN).startswith("END PIN Anda tersimpan")
+    dial = Dial(factory, phone, now)
+    dial.send()
+    assert dial.send(PIN).startswith("CON Upah\n1 Saldo")
+    assert dial.send("1").startswith("CON Belum dibayar: Rp12.500\n")
+    with factory() as s:
+        row = s.execute(select(UssdSessionRow).where(UssdSessionRow.session_id == dial.id)).scalar_one()
+    assert row.pin_ok is True and row.homeworker_id == worker and PIN not in (row.pin_tag or "")
+
+
+def test_three_wrong_pins_lock_and_queue_one_sms(factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(factory)
+    worker = make_worker(factory, buyer)
+    phone, now = phone_of(factory, worker), datetime.now(UTC)
+    setup = Dial(factory, phone, now)
+    setup.send()
+    setup.send(PIN)
+    setup.send(PIN)
+    screens = []
+    for _ in range(3):
+        dial = Dial(factory, phone, now)
+        dial.send()
+        screens.append(dial.send("111999"))
+    assert screens[-1].startswith("END Menu terkunci")
+    with factory() as s:
+        queued = [
+            p
+            for p in s.execute(select(OutboxRow.payload).where(OutboxRow.topic == outbox.SEND_SMS)).scalars()
+            if p.get("homeworker_id") == worker
+        ]
+    assert [p["kind"] for p in queued] == ["pin_locked"]
+    sender = SandboxSmsSender()
+    assert (
+        channels.deliver_sms(factory, keyring=KEYRING, sender=sender, payload=queued[0], clock=lambda: now)
+        == "sent"
+    )
+    assert (
+        channels.deliver_sms(factory, keyring=KEYRING, sender=sender, payload=queued[0], clock=lambda: now)
+        == "sent"
+    )
+    assert len(sender.to(phone)) == 1
+
+
+class Flaky:
+    """A sender that is busy once, then takes everything."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, *, to: str, text: str) -> SentSms:
+        self.calls += 1
+        if self.calls == 1:
+            raise SmsTemporaryFailure("http_503", "try later")
+        return SentSms(message_id=f"F{self.calls}", status="queued")
+
+
+def test_a_message_claimed_by_a_running_attempt_waits(factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(factory)
+    worker = make_worker(factory, buyer)
+    now = datetime.now(UTC)
+    payload = {
+        "kind": "sms_reply",
+        "homeworker_id": worker,
+        "command": "help",
+        "key": f"sms_reply:{uuid.uuid4()}",
+    }
+    flaky = Flaky()
+    with pytest.raises(SmsTemporaryFailure):
+        channels.deliver_sms(factory, keyring=KEYRING, sender=flaky, payload=payload, clock=lambda: now)
+    assert (
+        channels.deliver_sms(factory, keyring=KEYRING, sender=flaky, payload=payload, clock=lambda: now)
+        == "sent"
+    )
+    with factory() as s:
+        row = s.execute(select(SmsMessageRow).where(SmsMessageRow.dedupe_key == payload["key"])).scalar_one()
+    assert (row.status, row.attempts, row.provider_message_id) == ("sent", 2, "F2")
+
+    claimed = {
+        "kind": "sms_reply",
+        "homeworker_id": worker,
+        "command": "",
+        "key": f"sms_reply:{uuid.uuid4()}",
+    }
+
+    class Crashing:
+        name = "crashing"
+
+        def send(self, *, to: str, text: str) -> SentSms:
+            raise RuntimeError("the worker died mid-send")
+
+    with pytest.raises(RuntimeError):
+        channels.deliver_sms(factory, keyring=KEYRING, sender=Crashing(), payload=claimed, clock=lambda: now)
+    with pytest.raises(SmsTemporaryFailure) as busy:  # still claimed by the attempt that died
+        channels.deliver_sms(
+            factory, keyring=KEYRING, sender=SandboxSmsSender(), payload=claimed, clock=lambda: now
+        )
+    assert busy.value.code == "busy" and 0 < (busy.value.retry_after or 0) <= 60
+    later = now + channels.SEND_CLAIM + timedelta(seconds=1)
+    assert (
+        channels.deliver_sms(
+            factory, keyring=KEYRING, sender=SandboxSmsSender(), payload=claimed, clock=lambda: later
+        )
+        == "sent"
+    )
+
+
+def test_a_dispute_is_opened_once_per_session(factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(factory)
+    worker = make_worker(factory, buyer)
+    now = datetime.now(UTC)
+    session_id = uuid.uuid4().hex
+    with atomic(factory) as s:
+        first = channels.open_dispute(
+            s, homeworker_id=worker, kind=DisputeKind.NOT_PAID, channel="ussd", session_id=session_id, now=now
+        )
+        again = channels.open_dispute(
+            s, homeworker_id=worker, kind=DisputeKind.NOT_PAID, channel="ussd", session_id=session_id, now=now
+        )
+    assert first == again and first.startswith("LP-") and len(first) == 9
+    with factory() as s:
+        row = s.execute(select(DisputeRow).where(DisputeRow.reference == first)).scalar_one()
+    assert row.buyer_id == buyer.principal.organization_id and row.kind == "not_paid"
+
+
+def test_old_sessions_are_purged(factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(factory)
+    worker = make_worker(factory, buyer)
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    dial = Dial(factory, phone_of(factory, worker), long_ago)
+    dial.send()
+    with atomic(factory) as s:
+        assert channels.purge_ussd_sessions(s, now=datetime.now(UTC)) >= 1
+    with factory() as s:
+        assert s.execute(select(UssdSessionRow).where(UssdSessionRow.session_id == dial.id)).first() is None
+
+
+@pytest.mark.parametrize(
+    ("now", "start"),
+    [
+        (datetime(2026, 3, 31, 20, 0, tzinfo=UTC), datetime(2026, 3, 31, 17, 0, tzinfo=UTC)),  # 1 April WIB
+        (datetime(2026, 3, 15, 9, 0, tzinfo=UTC), datetime(2026, 2, 28, 17, 0, tzinfo=UTC)),
+        (datetime(2026, 1, 1, 0, 0, tzinfo=UTC), datetime(2025, 12, 31, 17, 0, tzinfo=UTC)),
+    ],
+)
+def test_this_month_is_her_month_in_western_indonesia_time(now: datetime, start: datetime) -> None:
+    assert channels.month_start(now) == start
+
+
+def test_the_channels_migration_goes_down_and_up_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'channels.db'}"
+    upgrade(url)
+    command.downgrade(alembic_config(url), "0004")
+    engine = create_engine(url)
+    assert not {"ussd_sessions", "sms_messages"} & set(inspect(engine).get_table_names())
+    engine.dispose()
+    upgrade(url)
+    engine = create_engine(url)
+    assert {"ussd_sessions", "sms_messages"} <= set(inspect(engine).get_table_names())
+    engine.dispose()

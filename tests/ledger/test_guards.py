@@ -1,0 +1,136 @@
+"""The database itself refuses what the code would never do: raw SQL cannot bend the books."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger import AccountType, atomic, journal
+from tests.factories import fund, make_account, ref
+
+
+def _seed(factory: sessionmaker[Session]) -> int:
+    with atomic(factory) as s:
+        account = make_account(s, type=AccountType.LIABILITY)
+        return fund(s, account, 100).id
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_postings SET amount = amount * 2 WHERE entry_id = :e",
+        "DELETE FROM ledger_postings WHERE entry_id = :e",
+        "UPDATE ledger_entries SET description = 'changed' WHERE id = :e",
+        "DELETE FROM ledger_entries WHERE id = :e",
+    ],
+)
+def test_raw_update_or_delete_of_entries_and_postings_is_refused(
+    engine: Engine, factory: sessionmaker[Session], statement: str
+) -> None:
+    entry_id = _seed(factory)
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.execute(text(statement), {"e": entry_id})
+
+
+def test_raw_insert_of_an_unbalanced_posting_fails_at_commit_on_postgresql(
+    pg_engine: Engine, pg_factory: sessionmaker[Session], now: datetime
+) -> None:
+    entry_id = _seed(pg_factory)
+    with pg_factory() as s:
+        account_id = journal.get_entry(s, entry_id).postings[0].account_id
+    with pytest.raises(DatabaseError, match="does not sum to zero"), pg_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) "
+                "VALUES (:e, :a, 5, 'IDR')"
+            ),
+            {"e": entry_id, "a": account_id},
+        )
+
+
+def test_raw_insert_of_an_entry_without_postings_fails_at_commit_on_postgresql(
+    pg_engine: Engine, now: datetime
+) -> None:
+    with pytest.raises(DatabaseError, match="fewer than two postings"), pg_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_entries (key, description, metadata, effective_at, created_at, content) "
+                "VALUES ('raw-lonely', '', '{}', now(), now(), '{}')"
+            )
+        )
+
+
+def _entry_and_account(factory: sessionmaker[Session]) -> tuple[int, int]:
+    entry_id = _seed(factory)
+    with factory() as s:
+        return entry_id, journal.get_entry(s, entry_id).postings[0].account_id
+
+
+_PAIR = (
+    "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) "
+    "VALUES (:e, :a, 5, :c), (:e, :b, -5, :c)"
+)
+
+
+def test_a_raw_posting_naming_an_unknown_account_is_refused(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    entry_id, account_id = _entry_and_account(factory)
+    with pytest.raises(DatabaseError, match="account"), engine.begin() as conn:
+        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": 10**12, "c": "IDR"})
+
+
+def test_a_raw_posting_naming_an_unknown_entry_is_refused(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    _, account_id = _entry_and_account(factory)
+    with pytest.raises(DatabaseError, match="entry"), engine.begin() as conn:
+        conn.execute(text(_PAIR), {"e": 10**12, "a": account_id, "b": account_id, "c": "IDR"})
+
+
+def test_a_raw_posting_in_a_currency_its_account_does_not_hold_is_refused(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    entry_id, account_id = _entry_and_account(factory)
+    with pytest.raises(DatabaseError, match=r"currency|holds"), engine.begin() as conn:
+        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "KES"})
+
+
+def test_a_ledger_account_is_never_deleted(engine: Engine, factory: sessionmaker[Session]) -> None:
+    with atomic(factory) as s:
+        unused = make_account(s, type=AccountType.LIABILITY).id
+    with pytest.raises(DatabaseError, match="never removed"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_accounts WHERE id = :a"), {"a": unused})
+
+
+def test_postings_added_to_an_old_entry_one_statement_at_a_time_are_refused_on_postgresql(
+    pg_engine: Engine, pg_factory: sessionmaker[Session]
+) -> None:
+    entry_id, account_id = _entry_and_account(pg_factory)
+    insert = text(
+        "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES (:e, :a, :m, 'IDR')"
+    )
+    with pytest.raises(DatabaseError, match="does not sum to zero"), pg_engine.begin() as conn:
+        conn.execute(insert, {"e": entry_id, "a": account_id, "m": 5})
+        conn.execute(insert, {"e": entry_id, "a": account_id, "m": -5})
+
+
+def test_a_raw_entry_written_with_its_postings_in_one_statement_commits_on_postgresql(
+    pg_engine: Engine, pg_factory: sessionmaker[Session]
+) -> None:
+    _, account_id = _entry_and_account(pg_factory)
+    with pg_engine.begin() as conn:
+        entry_id = conn.execute(
+            text(
+                "INSERT INTO ledger_entries (key, description, metadata, effective_at, created_at, content) "
+                "VALUES (:k, '', '{}', now(), now(), '{}') RETURNING id"
+            ),
+            {"k": ref("raw")},
+        ).scalar_one()
+        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "IDR"})
+    with pg_factory() as s:
+        assert len(journal.get_entry(s, entry_id).postings) == 2

@@ -1,0 +1,128 @@
+"""Builders for payout scenarios, through the domain services on a real database."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations import phones
+from ledger import atomic
+from payments import deliveries, orders, parties, payouts, pii, rates
+from payments.parties import OrganizationKind, Principal, Role
+
+KEYRING = pii.Keyring.from_keys([pii.generate_key()])
+_counter = iter(range(200_000, 10**6))
+
+
+def admin() -> Principal:
+    return Principal(key_id=0, role=Role.ADMIN, organization_id=None)
+
+
+@dataclass
+class Buyer:
+    principal: Principal
+    checker: Principal
+
+
+def make_buyer(factory: sessionmaker[Session], *, funds: int = 100_000_000) -> Buyer:
+    now = datetime.now(UTC)
+    with atomic(factory) as s:
+        org = parties.create_organization(
+            s, name=f"buyer {uuid.uuid4().hex[:6]}", kind=OrganizationKind.BUYER, now=now
+        )
+        parties.record_deposit(
+            s, principal=admin(), organization_id=org.id, amount=funds, reference=uuid.uuid4().hex, now=now
+        )
+        maker = parties.authenticate(
+            s, parties.create_api_key(s, organization_id=org.id, role=Role.BUYER, now=now)
+        )
+        checker = parties.authenticate(
+            s, parties.create_api_key(s, organization_id=org.id, role=Role.BUYER, now=now)
+        )
+    return Buyer(maker, checker)
+
+
+def make_worker(
+    factory: sessionmaker[Session],
+    buyer: Buyer,
+    *,
+    wallet_registered: bool = False,
+    keyring: pii.Keyring = KEYRING,
+) -> int:
+    now = datetime.now(UTC)
+    number = phones.demo_number(next(_counter) % 100_000)
+    with atomic(factory) as s:
+        worker = parties.register_homeworker(
+            s,
+            principal=buyer.principal,
+            keyring=keyring,
+            name="Siti Aminah",
+            phone=number,
+            region="ID-JK",
+            wallet_provider="dana",
+            wallet_account=number,
+            nik=None,
+            consent_at=now,
+            language="id",
+            now=now,
+        )
+        if wallet_registered:
+            from sqlalchemy import update
+
+            from payments.tables import HomeworkerRow
+
+            s.execute(
+                update(HomeworkerRow).where(HomeworkerRow.id == worker.id).values(wallet_registered=True)
+            )
+    return worker.id
+
+
+def earn(factory: sessionmaker[Session], buyer: Buyer, worker_id: int, amount: int) -> None:
+    """Give her ``amount`` rupiah of confirmed piece work (rate Rp 1 per piece)."""
+    now = datetime.now(UTC)
+    with atomic(factory) as s:
+        order = orders.post(
+            s,
+            principal=buyer.principal,
+            reference=uuid.uuid4().hex[:12],
+            product="test work",
+            rate=Decimal(1),
+            unit=rates.Unit.PIECE,
+            minutes_per_piece=Decimal("0.01"),
+            quantity=amount,
+            deadline=(now + timedelta(days=7)).date(),
+            region="ID-JK",
+            intermediary_id=None,
+            commission=None,
+            assignments=[orders.AssignmentRequest(worker_id, amount)],
+            policy=rates.FairRatePolicy.OFF,
+            now=now,
+        )
+        delivery = deliveries.record(
+            s, principal=buyer.principal, order_id=order.id, homeworker_id=worker_id, pieces=amount, now=now
+        )
+        deliveries.confirm(
+            s,
+            principal=buyer.principal,
+            delivery_id=delivery.id,
+            accepted=amount,
+            rejected=0,
+            reason=None,
+            now=now,
+        )
+
+
+POLICY = payouts.RunPolicy(
+    provider="sandbox", minimum_payout=1_000, approval_threshold=10**12, fee_per_payout=2_500
+)
+
+
+def run(
+    factory: sessionmaker[Session], buyer: Buyer, policy: payouts.RunPolicy = POLICY
+) -> payouts.PayoutRun:
+    with atomic(factory) as s:
+        return payouts.create_run(s, principal=buyer.principal, policy=policy, now=datetime.now(UTC))

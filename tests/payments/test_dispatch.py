@@ -1,0 +1,372 @@
+"""Payouts reach the wallet exactly once, whatever the provider does (real sandbox, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations import signatures
+from integrations.providers.base import InvalidCallback
+from integrations.providers.sandbox import SandboxProvider
+from ledger import atomic, journal, reports
+from payments import outbox, parties, payouts
+from payments.dispatch import Dispatcher
+from payments.payout_states import PayoutStatus, RunStatus
+from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+from tests.sandbox import LiveSandbox
+
+SECRET = b"dispatch-test-secret"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[LiveSandbox]:
+    server = LiveSandbox(tmp_path, SECRET, send_callbacks=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dispatcher(pg_factory: sessionmaker[Session], sandbox: LiveSandbox) -> Iterator[Dispatcher]:
+    provider = SandboxProvider(sandbox.url, SECRET, timeout=(1.0, 1.5))
+    yield Dispatcher(
+        sessions=pg_factory, providers={"sandbox": provider}, keyring=KEYRING, clock=lambda: datetime.now(UTC)
+    )
+    provider._session.close()
+
+
+@pytest.fixture
+def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
+    return make_buyer(pg_factory)
+
+
+def earned(factory: sessionmaker[Session], buyer: Buyer, worker: int) -> int:
+    with factory() as s:
+        account = parties.earnings_accounts(s, homeworker_id=worker, buyer_id=buyer.principal.organization_id)
+        return sum(journal.balance(s, a).available for a in account.values())
+
+
+def paid_at_sandbox(sandbox: LiveSandbox, key: str) -> list[dict[str, object]]:
+    return [p for p in sandbox.get("/v1/payouts").json()["payouts"] if p["idempotency_key"] == key]
+
+
+def key_of(factory: sessionmaker[Session], payout_id: int) -> str:
+    from sqlalchemy import select
+
+    from payments.tables import PayoutRow
+
+    with factory() as s:
+        return str(s.execute(select(PayoutRow.idempotency_key).where(PayoutRow.id == payout_id)).scalar_one())
+
+
+def test_a_run_pays_what_she_is_owed_and_the_buyer_pays_the_fee(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 125_000)
+    the_run = run(pg_factory, buyer)
+    assert (the_run.count, the_run.total, the_run.fee) == (1, 125_000, 2_500)
+    payout = the_run.payouts[0]
+    assert dispatcher.dispatch(payout.id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    assert earned(pg_factory, buyer, worker) == 0
+    with pg_factory() as s:
+        assert payouts.get_run(s, principal=buyer.principal, run_id=the_run.id).status is RunStatus.COMPLETED
+        balance = parties.organization_balance(
+            s, principal=buyer.principal, organization_id=buyer.principal.organization_id or 0
+        )
+        assert balance.available == 100_000_000 - 125_000 - 2_500
+        assert reports.check_integrity(s) == []
+    [record] = paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))
+    assert record["amount"] == 125_000
+
+
+def test_the_same_earnings_are_never_in_two_runs(pg_factory: sessionmaker[Session], buyer: Buyer) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 50_000)
+    first, second = run(pg_factory, buyer), run(pg_factory, buyer)
+    assert first.count == 1
+    assert second.count == 0
+
+
+def test_a_timeout_that_paid_is_resolved_by_status_never_by_a_second_instruction(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 80_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.UNKNOWN
+    sandbox.set_faults()
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.UNKNOWN  # dispatching again sends nothing
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    [record] = paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))
+    assert record["received_count"] == 1
+
+
+def test_a_timeout_that_never_arrived_is_resent_with_the_same_key(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 70_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_unpaid=1.0, stall_seconds=3)
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.UNKNOWN
+    sandbox.set_faults()
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUBMITTED
+    dispatcher.dispatch(payout.id)
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    records = paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))
+    assert len(records) == 1
+    assert earned(pg_factory, buyer, worker) == 0
+
+
+def test_a_5xx_leaves_the_outcome_unknown_not_failed(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 60_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(error_5xx_paid=1.0)
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.UNKNOWN
+    sandbox.set_faults()
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+
+
+def test_429_is_retried_later_with_the_same_key(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 40_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(rate_limit=1.0)
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.SUBMITTED
+    sandbox.set_faults()
+    time.sleep(1.1)  # the sandbox asked for Retry-After: 1
+    dispatcher.dispatch(payout.id)
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    assert len(paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))) == 1
+
+
+def test_a_payout_beyond_an_unregistered_wallets_limit_fails_before_sending_and_stays_owed(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 2_500_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.FAILED
+    with pg_factory() as s:
+        failed = payouts.get(s, principal=buyer.principal, payout_id=payout.id)
+        assert failed.failure_code == "limit_exceeded"
+        assert reports.check_integrity(s) == []
+    assert earned(pg_factory, buyer, worker) == 2_500_000
+    assert paid_at_sandbox(sandbox, key_of(pg_factory, payout.id)) == []
+
+
+def test_a_provider_side_wallet_limit_failure_returns_the_money(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 1_500_000)
+    first = run(pg_factory, buyer).payouts[0]
+    dispatcher.dispatch(first.id)
+    assert dispatcher.resolve(first.id) is PayoutStatus.SUCCEEDED
+    earn(pg_factory, buyer, worker, 900_000)  # 1.5m + 0.9m would pass the Rp 2m limit at the wallet
+    second = run(pg_factory, buyer).payouts[0]
+    dispatcher.dispatch(second.id)
+    assert dispatcher.resolve(second.id) is PayoutStatus.FAILED
+    assert earned(pg_factory, buyer, worker) == 900_000
+    with pg_factory() as s:
+        assert reports.check_integrity(s) == []
+
+
+def test_an_invalid_wallet_fails_the_pre_send_check(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 30_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    with pg_factory() as s:
+        from payments.pii import decrypt
+        from payments.tables import PayoutRow
+
+        account = decrypt(KEYRING, s.get_one(PayoutRow, payout.id).account_enc, context="homeworker.wallet")
+    sandbox.set_faults(invalid_accounts=[account])
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.FAILED
+    assert earned(pg_factory, buyer, worker) == 30_000
+
+
+def test_a_run_above_the_threshold_waits_for_a_second_key(
+    pg_factory: sessionmaker[Session], buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 30_000)
+    policy = payouts.RunPolicy(
+        provider="sandbox", minimum_payout=1_000, approval_threshold=10_000, fee_per_payout=0
+    )
+    waiting = run(pg_factory, buyer, policy)
+    assert waiting.status is RunStatus.AWAITING_APPROVAL
+    from payments.errors import Forbidden
+
+    with pytest.raises(Forbidden), atomic(pg_factory) as s:
+        payouts.approve_run(s, principal=buyer.principal, run_id=waiting.id, now=datetime.now(UTC))
+    with atomic(pg_factory) as s:
+        approved = payouts.approve_run(s, principal=buyer.checker, run_id=waiting.id, now=datetime.now(UTC))
+    assert approved.status is RunStatus.DISPATCHING
+
+
+def test_an_unapproved_run_is_not_dispatched(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 30_000)
+    policy = payouts.RunPolicy(
+        provider="sandbox", minimum_payout=1_000, approval_threshold=10_000, fee_per_payout=0
+    )
+    waiting = run(pg_factory, buyer, policy)
+    assert dispatcher.dispatch(waiting.payouts[0].id) is PayoutStatus.CREATED
+
+
+def signed(body: dict[str, object]) -> tuple[dict[str, str], bytes]:
+    raw = json.dumps(body).encode()
+    return {"X-Sandbox-Signature": signatures.sign(SECRET, raw, timestamp=int(time.time()))}, raw
+
+
+def callback_body(payout_id: int, key: str, status: str, amount: int, event: str) -> dict[str, object]:
+    return {
+        "event_id": event,
+        "id": f"sbx-{payout_id}",
+        "reference": "r",
+        "idempotency_key": key,
+        "status": status,
+        "amount": amount,
+        "currency": "IDR",
+        "failure_code": None,
+    }
+
+
+def test_a_callback_settles_an_unknown_payout_and_its_duplicate_changes_nothing(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    dispatcher.dispatch(payout.id)
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, "evt-1")
+    )
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "duplicate"
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.SUCCEEDED
+        assert reports.check_integrity(s) == []
+
+
+def test_a_callback_with_a_bad_signature_is_refused(dispatcher: Dispatcher) -> None:
+    raw = json.dumps({"event_id": "x"}).encode()
+    with pytest.raises(InvalidCallback):
+        dispatcher.handle_callback("sandbox", headers={"X-Sandbox-Signature": "t=1,v1=00"}, body=raw)
+
+
+def test_a_callback_for_an_unknown_payout_is_recorded_not_dropped(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher
+) -> None:
+    headers, raw = signed(callback_body(0, "no-such-key", "succeeded", 5_000, "evt-stranger"))
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "unknown_payout"
+    from sqlalchemy import select
+
+    from payments.tables import ProviderCallbackRow
+
+    with pg_factory() as s:
+        row = s.execute(
+            select(ProviderCallbackRow).where(ProviderCallbackRow.event_id == "evt-stranger")
+        ).scalar_one()
+        assert row.outcome == "unknown_payout"
+
+
+def test_a_stale_pending_callback_after_success_changes_nothing(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    dispatcher.dispatch(payout.id)
+    dispatcher.resolve(payout.id)
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "failed", 20_000, "evt-late")
+    )
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "out_of_order"
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.SUCCEEDED
+
+
+def test_a_later_reversal_owes_her_the_money_again(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    dispatcher.dispatch(payout.id)
+    dispatcher.resolve(payout.id)
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "reversed", 20_000, "evt-rev")
+    )
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
+    assert earned(pg_factory, buyer, worker) == 20_000
+    with pg_factory() as s:
+        assert reports.check_integrity(s) == []
+
+
+def test_each_outcome_queues_an_sms_notice(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    dispatcher.dispatch(payout.id)
+    dispatcher.resolve(payout.id)
+    sent: list[outbox.Message] = []
+    with atomic(pg_factory) as s:
+        outbox.relay(s, send=sent.append, now=datetime.now(UTC), limit=10_000)
+    assert {"kind": "payout_succeeded", "payout_id": payout.id} in [m.payload for m in sent]
+
+
+def test_a_batch_is_submitted_together_sent_concurrently_and_each_answer_applied(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    workers = [make_worker(pg_factory, buyer) for _ in range(5)]
+    for i, worker in enumerate(workers):
+        earn(pg_factory, buyer, worker, 2_500_000 if i == 0 else 10_000 + i)
+    first = run(pg_factory, buyer)
+    # wallets are checked with the provider before their first payout; do it once, one by one
+    statuses = dispatcher.dispatch_many([p.id for p in first.payouts])
+    assert sorted(s.value for s in statuses.values()) == [
+        "failed",
+        "submitted",
+        "submitted",
+        "submitted",
+        "submitted",
+    ]
+    for worker in workers[1:]:
+        earn(pg_factory, buyer, worker, 5_000)
+    second = run(pg_factory, buyer)
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    statuses = dispatcher.dispatch_many([p.id for p in second.payouts])
+    ordinary = [p for p in second.payouts if p.homeworker_id != workers[0]]
+    assert {statuses[p.id] for p in ordinary} == {PayoutStatus.UNKNOWN}  # over her wallet's limit again
+    sandbox.set_faults()
+    for payout in [*first.payouts, *second.payouts]:
+        dispatcher.resolve(payout.id)
+    with pg_factory() as s:
+        done = [payouts.get(s, principal=buyer.principal, payout_id=p.id).status for p in ordinary]
+        assert done == [PayoutStatus.SUCCEEDED] * 4
+        assert reports.check_integrity(s) == []
+    for payout in ordinary:
+        assert len(paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))) == 1

@@ -1,0 +1,1 @@
+"""Upah composition root."""

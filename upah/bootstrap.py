@@ -1,0 +1,193 @@
+"""Wiring from settings: database, keys, payout providers, the dispatcher. Nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations.providers.base import PayoutProvider
+from integrations.providers.sandbox import SandboxProvider
+from integrations.providers.xendit import XenditProvider
+from ledger import chain
+from payments import payouts, pii
+from payments.dispatch import Dispatcher
+from upah.db import make_engine, make_session_factory
+from upah.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_SANDBOX_PATH = "/sandbox"
+
+
+@dataclass(frozen=True)
+class Keys:
+    secret_keys: list[str]
+    signing_key: Ed25519PrivateKey
+    sandbox_callback_secret: bytes
+
+    @property
+    def keyring(self) -> pii.Keyring:
+        return pii.Keyring.from_keys(self.secret_keys)
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def database(settings: Settings) -> Database:
+    engine = make_engine(settings.database_url)
+    return Database(engine, make_session_factory(engine))
+
+
+def keys(settings: Settings) -> Keys:
+    """Keys from the environment, or generated once and kept beside the SQLite file."""
+    secret_text = settings.upah_secret_keys or _generated(settings, "secret_keys", pii.generate_key)
+    signing_text = settings.upah_signing_key or _generated(
+        settings, "signing_key", chain.generate_private_key_text
+    )
+    sandbox_secret = settings.upah_sandbox_callback_secret or _generated(
+        settings, "sandbox_callback_secret", lambda: secrets.token_urlsafe(32)
+    )
+    return Keys(
+        secret_keys=[k.strip() for k in secret_text.split(",") if k.strip()],
+        signing_key=chain.load_private_key(signing_text),
+        sandbox_callback_secret=sandbox_secret.encode(),
+    )
+
+
+def sandbox_url(settings: Settings) -> str:
+    """Where the sandbox provider answers: its own server, or mounted in the API (embedded)."""
+    if settings.upah_sandbox_provider_url:
+        return settings.upah_sandbox_provider_url.rstrip("/")
+    return settings.upah_public_url.rstrip("/") + EMBEDDED_SANDBOX_PATH
+
+
+def providers(settings: Settings, keys: Keys) -> dict[str, PayoutProvider]:
+    found: dict[str, PayoutProvider] = {
+        "sandbox": SandboxProvider(
+            sandbox_url(settings),
+            keys.sandbox_callback_secret,
+            timeout=(
+                min(2.0, settings.upah_provider_timeout_seconds),
+                settings.upah_provider_timeout_seconds,
+            ),
+        ),
+    }
+    if settings.xendit_secret_key and settings.xendit_callback_token:
+        found["xendit"] = XenditProvider(
+            secret_key=settings.xendit_secret_key, callback_token=settings.xendit_callback_token
+        )
+    return found
+
+
+def dispatcher(settings: Settings, db: Database, keys: Keys) -> Dispatcher:
+    base = settings.upah_public_url.rstrip("/")
+    return Dispatcher(
+        sessions=db.sessions,
+        providers=providers(settings, keys),
+        keyring=keys.keyring,
+        clock=lambda: datetime.now(UTC),
+        callback_url=lambda provider: f"{base}/v1/providers/{provider}/callbacks",
+        stale_after=timedelta(seconds=settings.upah_stale_after_seconds),
+    )
+
+
+def run_policy(settings: Settings) -> payouts.RunPolicy:
+    return payouts.RunPolicy(
+        provider=settings.upah_payout_provider,
+        minimum_payout=settings.upah_minimum_payout,
+        approval_threshold=settings.upah_payout_approval_threshold,
+        fee_per_payout=settings.upah_provider_fee,
+    )
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The queue's configuration: Redis when configured, else a broker that needs no server
+    (kombu's filesystem transport in the data folder), so the embedded default runs real workers."""
+    conf: dict[str, Any] = {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": settings.upah_queue,
+        "broker_connection_retry_on_startup": True,
+        "timezone": "UTC",
+        "worker_hijack_root_logger": False,
+    }
+    if settings.broker_url:
+        conf["broker_url"] = settings.broker_url
+        conf["broker_transport_options"] = {"visibility_timeout": settings.upah_visibility_timeout}
+        conf["beat_schedule_filename"] = str(_private_folder(settings) / "celerybeat-schedule")
+        return conf
+    folder = settings.data_dir / ".upah" / "broker"
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    conf["broker_url"] = "filesystem://"
+    conf["broker_transport_options"] = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+    }
+    conf["beat_schedule_filename"] = str(_private_folder(settings) / "celerybeat-schedule")
+    return conf
+
+
+def kick(settings: Settings) -> Callable[[], None]:
+    """A send-only queue client that asks the workers to relay the outbox now."""
+    client = Celery("upah-api")
+    client.conf.update(celery_config(settings))
+
+    def send() -> None:
+        try:
+            client.send_task("outbox.relay")
+        except Exception:  # the beat relays every second anyway
+            log.warning("could not reach the queue to relay the outbox now; the beat will")
+
+    return send
+
+
+def sandbox_store(settings: Settings) -> Path:
+    return _private_folder(settings) / "sandbox-provider.db"
+
+
+def _private_folder(settings: Settings) -> Path:
+    folder = settings.data_dir / ".upah"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _generated(settings: Settings, name: str, make: Callable[[], str]) -> str:
+    folder = settings.data_dir / ".upah"
+    path = folder / name
+    if path.exists():
+        return path.read_text().strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    value = make()
+    try:
+        _write_private(path, value)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    log.warning("generated %s and stored it in %s; set it in the environment for production", name, path)
+    return value
+
+
+def _write_private(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")

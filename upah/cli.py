@@ -1,0 +1,298 @@
+"""The `upah` command line (CONTRACT.md): operators, auditors and the demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledger import atomic, reports, sealing
+from payments import parties
+from payments.errors import PaymentsError
+from upah import bootstrap
+from upah.migrate import upgrade
+from upah.settings import get_settings
+
+app = typer.Typer(help="Upah: piece-rate payments for homeworkers.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The ledger's proof: seal and verify.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations (operators).", no_args_is_help=True)
+key_app = typer.Typer(help="API keys (operators).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(org_app, name="org")
+app.add_typer(key_app, name="key")
+
+console = Console()
+err = Console(stderr=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to DATABASE_URL."""
+    settings = get_settings()
+    upgrade(settings.database_url)
+    console.print("[green]database is up to date[/green]")
+
+
+@org_app.command("create")
+def org_create(
+    name: str,
+    kind: Annotated[parties.OrganizationKind, typer.Option("--kind", help="buyer or intermediary")],
+) -> None:
+    """Create an organisation; prints its id."""
+    db = bootstrap.database(get_settings())
+    with atomic(db.sessions) as s:
+        org = parties.create_organization(s, name=name, kind=kind, now=datetime.now(UTC))
+    console.print(org.id)
+
+
+@key_app.command("create")
+def key_create(
+    role: Annotated[parties.Role, typer.Option("--role", help="buyer, intermediary, auditor or admin")],
+    org: Annotated[
+        int | None, typer.Option("--org", help="the organisation; none for admin or platform auditors")
+    ] = None,
+) -> None:
+    """Mint an API key and print it once; only its hash is kept."""
+    db = bootstrap.database(get_settings())
+    try:
+        with atomic(db.sessions) as s:
+            key = parties.create_api_key(s, organization_id=org, role=role, now=datetime.now(UTC))
+    except PaymentsError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(key)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+) -> None:
+    """Run the API and dashboard. On the embedded default (no REDIS_URL) also a Celery worker
+    (a child process, on a broker that needs no server) and the sandbox provider under /sandbox."""
+    import uvicorn
+
+    settings = get_settings()
+    worker = None
+    if settings.is_embedded:
+        upgrade(settings.database_url)
+        worker = subprocess.Popen(_worker_command(beat=True, pool="solo", concurrency=1))  # noqa: S603
+    try:
+        uvicorn.run("api.main:serve_app", factory=True, host=host, port=port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+
+@app.command("worker")
+def worker_command(
+    beat: Annotated[
+        bool, typer.Option("--beat", help="Also run the periodic schedule (one process only).")
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency")] = 2,
+    pool: Annotated[str, typer.Option("--pool", help="prefork, threads or solo")] = "prefork",
+) -> None:
+    """Run a Celery worker: dispatch, status resolution, SMS, sealing, sweeping."""
+    command = _worker_command(beat=beat, pool=pool, concurrency=concurrency)
+    os.execv(command[0], command)  # noqa: S606 - becomes the worker, signals and all
+
+
+def _worker_command(*, beat: bool, pool: str, concurrency: int) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app:celery_app",
+        "worker",
+        "--loglevel=INFO",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        command.append("--beat")
+    return command
+
+
+@app.command("sandbox-provider")
+def sandbox_provider(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8100,
+) -> None:
+    """Run the sandbox mobile-money provider on its own (CONTRACT.md: default 127.0.0.1:8100)."""
+    import uvicorn
+
+    from integrations.sandbox_server import FaultPlan, create_sandbox_app
+
+    settings = get_settings()
+    keys = bootstrap.keys(settings)
+    sandbox = create_sandbox_app(
+        store_path=bootstrap.sandbox_store(settings),
+        callback_secret=keys.sandbox_callback_secret,
+        faults=FaultPlan.parse(settings.upah_sandbox_faults),
+    )
+    uvicorn.run(sandbox, host=host, port=port, log_level="info")
+
+
+@ledger_app.command("seal")
+def ledger_seal() -> None:
+    """Extend the hash chain over committed entries and sign a checkpoint of its head."""
+    settings = get_settings()
+    db = bootstrap.database(settings)
+    keys = bootstrap.keys(settings)
+    now = datetime.now(UTC)
+    total = 0
+    while True:
+        with atomic(db.sessions) as s:
+            sealed = sealing.seal(
+                s, now=now, signing_key=keys.signing_key, checkpoint_every=settings.upah_checkpoint_every
+            )
+        total += sealed
+        if sealed == 0:
+            break
+    with atomic(db.sessions) as s:
+        head = sealing.checkpoint(s, now=now, signing_key=keys.signing_key)
+    console.print(f"sealed {total} entries; checkpoint at seq {head}")
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Recompute the hash chain, check checkpoint signatures and balances; exit 1 on any break."""
+    settings = get_settings()
+    db = bootstrap.database(settings)
+    with db.sessions() as s:
+        report = reports.verify_chain(s)
+    table = Table(title="ledger verification")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_row("entries checked", str(report.entries_checked))
+    table.add_row("checkpoints checked", str(report.checkpoints_checked))
+    table.add_row("entries not yet sealed", str(report.unsealed))
+    table.add_row("problems", str(len(report.problems)))
+    console.print(table)
+    if not report.ok:
+        first = report.first_break
+        assert first is not None
+        where = f" at sequence {first.seq}" if first.seq is not None else ""
+        err.print(f"[red]BROKEN{where}: {first.message}[/red]")
+        for problem in report.problems[:20]:
+            err.print(f"  {problem.kind}: {problem.message}")
+        raise typer.Exit(1)
+    console.print("[green]OK: the chain is intact and the books balance[/green]")
+
+
+@app.command()
+def demo(
+    reset: Annotated[bool, typer.Option("--reset", help="Start from an empty database.")] = False,
+) -> None:
+    """The pilot story on the embedded default, end to end."""
+    from upah import demo as story
+
+    story.run(get_settings(), reset=reset, console=console)
+
+
+# --- audit commands (issue 6): reconcile, export ---------------------------------------------------
+
+export_app = typer.Typer(help="The books for auditors' own tools.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@app.command()
+def reconcile(
+    statement: Annotated[
+        typer.FileBinaryRead, typer.Argument(help="the provider's statement CSV ('-' for stdin)")
+    ],
+    provider: Annotated[str, typer.Option("--provider", help="sandbox or xendit")],
+    start: Annotated[
+        datetime | None, typer.Option("--from", help="period start (default: first line's time)")
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option("--to", help="period end (default: last line's time)")
+    ] = None,
+    window_days: Annotated[int, typer.Option("--window-days", min=0, max=31)] = 3,
+) -> None:
+    """Match a provider's statement against the ledger's payouts and store the run.
+
+    Exit 0 when every line matched, 1 when there are exceptions, 2 when the statement is refused.
+    """
+    from datetime import timedelta
+
+    from payments import reconciliation
+
+    settings = get_settings()
+    db = bootstrap.database(settings)
+    try:
+        data = statement.read()
+        with atomic(db.sessions) as s:
+            run = reconciliation.reconcile_statement(
+                s,
+                data=data,
+                provider=provider,
+                principal=None,
+                source=reconciliation.Source.CLI,
+                keyring=bootstrap.keys(settings).keyring,
+                now=datetime.now(UTC),
+                period_from=start.replace(tzinfo=start.tzinfo or UTC) if start else None,
+                period_to=end.replace(tzinfo=end.tzinfo or UTC) if end else None,
+                window=timedelta(days=window_days),
+            )
+    except PaymentsError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"reconciliation {run.id}: {run.provider}, {run.lines} lines")
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    for name in reconciliation.CLASSES:
+        table.add_row(name.value, str(run.summary.get(name.value, 0)))
+    console.print(table)
+    console.print(f"input sha256 {run.input_sha256}\nreport sha256 {run.report_sha256}")
+    for e in run.exceptions[:50]:
+        where = f"line {e.line}" if e.line is not None else f"payout {e.payout_id}"
+        console.print(f"  {e.kind.value} ({where}): {e.detail.get('message', '')}")
+    if len(run.exceptions) > 50:
+        console.print(f"  … and {len(run.exceptions) - 50} more: GET /v1/reconciliations/{run.id}/report.csv")
+    if run.exceptions:
+        raise typer.Exit(1)
+
+
+@export_app.command("beancount")
+def export_beancount() -> None:
+    """Write the whole book as Beancount to stdout: upah export beancount > books.beancount"""
+    from ledger import export
+
+    db = bootstrap.database(get_settings())
+    with db.sessions() as s:
+        export.write_beancount(s, sys.stdout)
+
+
+@export_app.command("entries")
+def export_entries() -> None:
+    """Write every posting as CSV to stdout."""
+    from ledger import export
+
+    db = bootstrap.database(get_settings())
+    with db.sessions() as s:
+        export.write_entries_csv(s, sys.stdout)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    app()
+
+
+if __name__ == "__main__":
+    main()
