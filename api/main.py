@@ -17,8 +17,6 @@ from api.middleware import BodyLimit, Idempotency
 from api.routes import audit, gateway, homeworkers, orders, organizations, payouts, system
 from api.schemas import ErrorBody
 from api.timeouts import BodyDeadline
-from integrations import rate_limit
-from integrations.sandbox_server import FaultPlan, create_sandbox_app, sandbox_service
 from ledger import chain
 from upah import bootstrap
 from upah.settings import Settings, get_settings
@@ -67,23 +65,17 @@ def create_app(
         run_policy=bootstrap.run_policy(settings),
         dispatcher=bootstrap.dispatcher(settings, db, keys),
         kick=kick,
-        limiter=rate_limit.for_url(settings.redis_url, prefix=f"upah:{settings.upah_queue}"),
+        limiter=bootstrap.limiter(settings),
         signing_public_key=chain.public_key_pem(keys.signing_key),
     )
 
-    sandbox = None
-    if mount_sandbox:
-        sandbox = create_sandbox_app(
-            store_path=bootstrap.sandbox_store(settings),
-            callback_secret=keys.sandbox_callback_secret,
-            faults=FaultPlan.parse(settings.upah_sandbox_faults),
-        )
+    sandbox = bootstrap.embedded_sandbox(settings, keys) if mount_sandbox else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if sandbox is not None:
-            sandbox_service(sandbox).close()
+            sandbox.close()
         db.engine.dispose()
 
     app = FastAPI(
@@ -120,7 +112,7 @@ def create_app(
         return response
 
     if sandbox is not None:
-        app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox)
+        app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox.app)
     app.add_middleware(Idempotency, sessions=lambda: rt.sessions)
     app.add_middleware(BodyLimit)
     app.add_middleware(BodyDeadline)

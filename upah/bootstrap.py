@@ -15,10 +15,13 @@ from celery import Celery
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp
 
+from integrations import rate_limit
 from integrations.providers.base import PayoutProvider
 from integrations.providers.sandbox import SandboxProvider
 from integrations.providers.xendit import XenditProvider
+from integrations.sandbox_server import FaultPlan, create_sandbox_app, sandbox_service
 from ledger import chain
 from payments import payouts, pii
 from payments.dispatch import Dispatcher
@@ -160,6 +163,28 @@ def kick(settings: Settings) -> Callable[[], None]:
             log.warning("could not reach the queue to relay the outbox now; the beat will")
 
     return send
+
+
+def limiter(settings: Settings) -> rate_limit.RateLimiter:
+    """Per-phone request limits for the gateway channels: Redis when configured, else memory."""
+    return rate_limit.for_url(settings.redis_url, prefix=f"upah:{settings.upah_queue}")
+
+
+@dataclass(frozen=True)
+class EmbeddedSandbox:
+    """The sandbox provider served inside the API on the embedded default."""
+
+    app: ASGIApp
+    close: Callable[[], None]
+
+
+def embedded_sandbox(settings: Settings, keys: Keys) -> EmbeddedSandbox:
+    app = create_sandbox_app(
+        store_path=sandbox_store(settings),
+        callback_secret=keys.sandbox_callback_secret,
+        faults=FaultPlan.parse(settings.upah_sandbox_faults),
+    )
+    return EmbeddedSandbox(app=app, close=sandbox_service(app).close)
 
 
 def sandbox_store(settings: Settings) -> Path:

@@ -465,7 +465,7 @@ def test_auditors_note_disputes_in_their_scope(
                 "reference": f"D{worker['id']}",
                 "homeworker_id": worker["id"],
                 "buyer_id": buyer.organization_id,
-                "kind": "short_paid",
+                "kind": "wrong_amount",
                 "channel": "sms",
                 "status": "open",
                 "notes": [],

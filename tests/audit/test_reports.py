@@ -279,7 +279,7 @@ def test_disputes_opened_and_resolved_are_counted(tampered: tuple[sessionmaker[S
                     "reference": f"D{n}",
                     "homeworker_id": book.workers[n],
                     "buyer_id": book.buyers[0].organization_id,
-                    "kind": "short_paid",
+                    "kind": "wrong_amount",
                     "channel": "ussd",
                     "status": "resolved" if resolved else "open",
                     "notes": [],
