@@ -63,7 +63,6 @@ CSRF_COOKIE = "upah_csrf"
 LANG_COOKIE = "upah_lang"
 SESSION_LIFETIME = timedelta(hours=8)
 SESSION_CONTEXT = "dashboard.session"
-MAX_STATEMENT_UPLOAD = 1024 * 1024  # the app refuses larger bodies anyway (api.middleware.BodyLimit)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -779,7 +778,7 @@ def upload_statement(
         if statement is None or not statement.filename:
             raise _Invalid(v.words.t("recon.no_file"))
         parsed = reconciliation.parse_statement(
-            statement.file.read(MAX_STATEMENT_UPLOAD + 1), provider=provider.strip()
+            statement.file.read(reconciliation.MAX_STATEMENT_BYTES + 1), provider=provider.strip()
         )
         with rt.transaction() as session:
             run = reconciliation.reconcile(

@@ -18,6 +18,7 @@ from api.routes import audit, gateway, homeworkers, orders, organizations, payou
 from api.schemas import ErrorBody
 from api.timeouts import BodyDeadline
 from ledger import chain
+from payments import reconciliation
 from upah import bootstrap
 from upah.settings import Settings, get_settings
 
@@ -34,12 +35,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "not found, or another organisation's"),
         (408, "the request body did not arrive in time"),
         (409, "conflict: state, funds, duplicate, or an Idempotency-Key reused with another body"),
-        (413, "the request body is over 1 MB"),
+        (413, "the request body is over 1 MB (a statement upload: over 64 MiB)"),
         (422, "validation_error: the request is not valid"),
         (429, "rate limited"),
     )
 }
 """Every operation may answer these, always as ``{"error": {code, message, details}}``."""
+
+MULTIPART_SLACK = 64 * 1024
+"""Room for the form's other fields and boundaries around a statement of the largest size read."""
 
 
 def serve_app() -> FastAPI:
@@ -114,7 +118,10 @@ def create_app(
     if sandbox is not None:
         app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox.app)
     app.add_middleware(Idempotency, sessions=lambda: rt.sessions)
-    app.add_middleware(BodyLimit)
+    statement_upload = reconciliation.MAX_STATEMENT_BYTES + MULTIPART_SLACK
+    app.add_middleware(
+        BodyLimit, larger={"/v1/reconciliations": statement_upload, "/reconciliations": statement_upload}
+    )
     app.add_middleware(BodyDeadline)
     app.add_middleware(app_logging.RequestLog)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,40 +50,45 @@ def _error(status: int, code: str, message: str) -> bytes:
     return json.dumps(error_body(code, message)).encode()
 
 
-class BodyLimit:
-    """Refuse bodies over 1 MB with 413, whether announced or streamed."""
+def _too_large(limit: int) -> bytes:
+    return _error(413, "payload_too_large", f"request bodies are limited to {limit} bytes")
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+
+class BodyLimit:
+    """Refuse bodies over 1 MB with 413, whether announced or streamed.
+
+    Paths in ``larger`` (statement uploads: a provider's month is megabytes) have their own limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, larger: Mapping[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.default)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _reply(
-                send,
-                413,
-                _error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"),
-            )
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _reply(send, 413, _too_large(limit))
             return
-        body, more = b"", True
+        chunks: list[bytes] = []
+        size, more = 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await _reply(
-                    send,
-                    413,
-                    _error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"),
-                )
+            if size > limit:
+                await _reply(send, 413, _too_large(limit))
                 return
+        body = b"".join(chunks)
         scope.setdefault("state", {})["raw_body"] = body
         replayed = False
 

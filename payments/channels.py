@@ -709,32 +709,6 @@ def receive_sms(
     return "queued"
 
 
-def notify_payout(session: Session, *, payout_id: int, now: datetime) -> None:
-    """Queue the SMS for a payout that succeeded or failed (call in the transaction that settles it).
-
-    The payload is the one :mod:`payments.dispatch` already writes, so either may be used.
-    """
-    status = session.execute(select(_payouts.c.status).where(_payouts.c.id == payout_id)).scalar_one()
-    outbox.add(
-        session, topic=outbox.SEND_SMS, payload={"kind": f"payout_{status}", "payout_id": payout_id}, now=now
-    )
-
-
-def notify_order_assigned(session: Session, *, order_id: int, homeworker_id: int, now: datetime) -> None:
-    """Queue the SMS telling her what she was assigned (call from orders.post, per assignment)."""
-    outbox.add(
-        session,
-        topic=outbox.SEND_SMS,
-        payload={
-            "kind": "order_assigned",
-            "order_id": order_id,
-            "homeworker_id": homeworker_id,
-            "key": f"order_assigned:{order_id}:{homeworker_id}",
-        },
-        now=now,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _Composed:
     homeworker_id: int

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ledger import EntryDraft, Posting, journal
 from ledger.tables import table_of
-from payments import chart, parties, rates, wages
+from payments import chart, outbox, parties, rates, wages
 from payments.errors import (
     DuplicateReference,
     InvalidState,
@@ -229,6 +229,7 @@ def post(
         parties.link(session, homeworker_id=a.homeworker_id, organization_id=buyer_id, now=now)
         if intermediary_id is not None:
             parties.link(session, homeworker_id=a.homeworker_id, organization_id=intermediary_id, now=now)
+        announce(session, order_id=order_id, homeworker_id=a.homeworker_id, now=now)
     if hold > 0:
         buyer = parties.get_organization(session, principal=principal, organization_id=buyer_id)
         assert buyer.available_account_id is not None
@@ -247,6 +248,24 @@ def post(
             now=now,
         )
     return get(session, principal=principal, order_id=order_id)
+
+
+def announce(session: Session, *, order_id: int, homeworker_id: int, now: datetime) -> None:
+    """Queue the SMS telling her what she agreed to: rate, unit, quantity, deadline, hourly pay.
+
+    Sent once per order and homeworker however often it is queued (the key dedupes it).
+    """
+    outbox.add(
+        session,
+        topic=outbox.SEND_SMS,
+        payload={
+            "kind": "order_assigned",
+            "order_id": order_id,
+            "homeworker_id": homeworker_id,
+            "key": f"order_assigned:{order_id}:{homeworker_id}",
+        },
+        now=now,
+    )
 
 
 def get(session: Session, *, principal: Principal, order_id: int) -> Order:

@@ -17,11 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp
 
-from integrations import rate_limit
+from integrations import rate_limit, twilio_sms
 from integrations.providers.base import PayoutProvider
 from integrations.providers.sandbox import SandboxProvider
 from integrations.providers.xendit import XenditProvider
 from integrations.sandbox_server import FaultPlan, create_sandbox_app, sandbox_service
+from integrations.sms_senders import SmsSender
 from ledger import chain
 from payments import payouts, pii
 from payments.dispatch import Dispatcher
@@ -105,6 +106,17 @@ def dispatcher(settings: Settings, db: Database, keys: Keys) -> Dispatcher:
         clock=lambda: datetime.now(UTC),
         callback_url=lambda provider: f"{base}/v1/providers/{provider}/callbacks",
         stale_after=timedelta(seconds=settings.upah_stale_after_seconds),
+    )
+
+
+def sms_sender(settings: Settings) -> SmsSender:
+    """The outbound SMS gateway (UPAH_SMS_PROVIDER): the recording sandbox, or Twilio."""
+    return twilio_sms.build_sender(
+        settings.upah_sms_provider,
+        twilio_account_sid=settings.twilio_account_sid,
+        twilio_auth_token=settings.twilio_auth_token,
+        twilio_from_number=settings.twilio_from_number,
+        twilio_messaging_service_sid=settings.twilio_messaging_service_sid,
     )
 
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     upah_provider_timeout_seconds: float = 5.0
     upah_stale_after_seconds: float = 120.0
     upah_visibility_timeout: int = 300
+    upah_stuck_after_seconds: int = Field(
+        default=6 * 3600, description="the nightly reconciliation lists payouts unknown for longer than this"
+    )
     xendit_secret_key: str | None = None
     xendit_callback_token: str | None = None
     # Homeworker channels (issue 5). An unset gateway secret refuses that gateway's requests.

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Task
 
+from integrations.providers.base import OutcomeUnknown
+from integrations.providers.sandbox import SandboxProvider
+from integrations.sms_senders import SmsSender, SmsTemporaryFailure
 from ledger import atomic, journal, sealing
-from payments import outbox
+from payments import channels, outbox, reconciliation
 from payments.dispatch import Dispatcher
 from upah import bootstrap
 from upah.settings import Settings, get_settings
@@ -24,7 +29,9 @@ TOPIC_TASKS = {
     outbox.DISPATCH_PAYOUT: "payouts.dispatch",
     outbox.DISPATCH_BATCH: "payouts.dispatch_batch",
     outbox.RESOLVE_PAYOUT: "payouts.resolve",
+    outbox.SEND_SMS: "sms.send",
 }
+SMS_MAX_RETRIES = 8
 
 
 @dataclass
@@ -33,6 +40,7 @@ class WorkerRuntime:
     db: bootstrap.Database
     keys: bootstrap.Keys
     dispatcher: Dispatcher
+    sms: SmsSender
     redis: redis.Redis | None
 
 
@@ -43,7 +51,9 @@ def runtime() -> WorkerRuntime:
     db = bootstrap.database(settings)
     keys = bootstrap.keys(settings)
     client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-    return WorkerRuntime(settings, db, keys, bootstrap.dispatcher(settings, db, keys), client)
+    return WorkerRuntime(
+        settings, db, keys, bootstrap.dispatcher(settings, db, keys), bootstrap.sms_sender(settings), client
+    )
 
 
 def _now() -> datetime:
@@ -106,6 +116,47 @@ def sweep_payouts() -> dict[str, int]:
     for payout_id in ask:
         celery_app.send_task("payouts.resolve", kwargs={"payout_id": payout_id})
     return {"resend": len(resend), "ask": len(ask)}
+
+
+@celery_app.task(name="sms.send", bind=True, max_retries=SMS_MAX_RETRIES)
+def send_sms(self: Task[..., str], /, **payload: Any) -> str:
+    """Send the SMS an outbox message stands for (a notice or a reply), at most once per message."""
+    rt = runtime()
+    try:
+        return channels.deliver_sms(
+            rt.db.sessions, keyring=rt.keys.keyring, sender=rt.sms, payload=payload, clock=_now
+        )
+    except SmsTemporaryFailure as exc:
+        backoff = min(600.0, 5.0 * 2**self.request.retries) * random.uniform(0.5, 1.0)  # noqa: S311
+        raise self.retry(countdown=exc.retry_after or backoff) from exc
+
+
+@celery_app.task(name="payouts.reconcile")
+def reconcile_sandbox() -> dict[str, Any]:
+    """Nightly: reconcile the sandbox provider's statement, and list payouts stuck in unknown."""
+    rt = runtime()
+    provider = rt.dispatcher.providers.get("sandbox")
+    if not isinstance(provider, SandboxProvider):
+        return {"skipped": "no sandbox provider configured"}
+    try:
+        statement = provider.statement()
+    except OutcomeUnknown as exc:
+        log.warning("nightly reconciliation skipped: %s", exc)
+        return {"skipped": str(exc)}
+    with atomic(rt.db.sessions) as s:
+        result = reconciliation.nightly(
+            s,
+            statement_csv=statement,
+            provider="sandbox",
+            stuck_after=timedelta(seconds=rt.settings.upah_stuck_after_seconds),
+            now=_now(),
+            keyring=rt.keys.keyring,
+        )
+    if result.stuck:
+        log.warning(
+            "%d payouts stuck in unknown: %s", len(result.stuck), [p.payout_id for p in result.stuck][:20]
+        )
+    return {"run": result.run.id, "summary": result.run.summary, "stuck": len(result.stuck)}
 
 
 @celery_app.task(name="ledger.expire_holds")

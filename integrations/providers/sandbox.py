@@ -264,6 +264,16 @@ class SandboxProvider:
             failure_code=_failure_code(raw_failure if isinstance(raw_failure, str) else None),
         )
 
+    def statement(self) -> str:
+        """The settlement statement (CSV) the nightly reconciliation checks the ledger against."""
+        try:
+            response = self._session.get(self._base_url + "/v1/statement.csv", timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise OutcomeUnknown(f"sandbox statement could not be fetched: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise OutcomeUnknown(f"sandbox statement answered HTTP {response.status_code}")
+        return response.text
+
     def validate_account(self, *, channel: str, account: str, holder_name: str) -> AccountCheck:
         """Ask the sandbox's name inquiry whether the wallet is hers."""
         response = self._call(

@@ -307,6 +307,11 @@ def relay_sms(
     return outcomes
 
 
+def announced(app: App, homeworker_ids: set[int]) -> None:
+    """Her order notices went out (to a gateway nobody reads): the scenario starts after them."""
+    relay_sms(app, SandboxSmsSender(), homeworker_ids)
+
+
 @pytest.fixture
 def sandbox_sms() -> SandboxSmsSender:
     return SandboxSmsSender()

@@ -19,13 +19,13 @@ from integrations.sms import fits_one_sms
 from integrations.sms_senders import SandboxSmsSender, SmsTemporaryFailure
 from integrations.twilio_sms import TwilioSmsSender
 from ledger import atomic
-from payments import channels, messages, rates
+from payments import channels, messages, orders, outbox, rates
 from payments.dispatch import Dispatcher
 from payments.messages import FailureReason, Language
 from payments.payout_states import PayoutStatus
 from payments.tables import PayoutRow, SmsMessageRow
 from tests.api.conftest import Actor, confirm, deliver, post_order
-from tests.channels.conftest import App, Worker, pending_sms, register_worker, relay_sms
+from tests.channels.conftest import App, Worker, announced, pending_sms, register_worker, relay_sms
 from tests.sandbox import LiveSandbox
 
 SECRET = b"notice-test-callback-secret"
@@ -64,9 +64,7 @@ def test_new_work_is_announced_with_its_rate_and_hourly_pay_against_the_benchmar
 ) -> None:
     worker = register_worker(app, buyer)
     order = post_order(app.client, buyer, worker.id, reference="PO-KOK-3", product="Bulu kok")
-    with atomic(app.factory) as s:  # what orders.post will do for each assignment
-        channels.notify_order_assigned(s, order_id=order["id"], homeworker_id=worker.id, now=app.clock.now)
-    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
+    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]  # posting the order queued it
     finding = rates.assess(
         rate=Decimal(500),
         minutes_per_piece=Decimal(3),
@@ -90,16 +88,14 @@ def test_new_work_is_announced_with_its_rate_and_hourly_pay_against_the_benchmar
     assert "100 buah, tarif Rp500/pasang" in expected and "Upah per jam Rp10.000" in expected
     assert fits_one_sms(expected)
     with atomic(app.factory) as s:  # the same order announced again: still one SMS
-        channels.notify_order_assigned(s, order_id=order["id"], homeworker_id=worker.id, now=app.clock.now)
+        orders.announce(s, order_id=order["id"], homeworker_id=worker.id, now=app.clock.now)
     assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
     assert len(sandbox_sms.to(worker.phone)) == 1
 
 
 def test_notices_follow_her_language(app: App, buyer: Actor, sandbox_sms: SandboxSmsSender) -> None:
     worker = register_worker(app, buyer, language="en")
-    order = post_order(app.client, buyer, worker.id)
-    with atomic(app.factory) as s:
-        channels.notify_order_assigned(s, order_id=order["id"], homeworker_id=worker.id, now=app.clock.now)
+    post_order(app.client, buyer, worker.id)
     relay_sms(app, sandbox_sms, {worker.id})
     (text,) = sandbox_sms.to(worker.phone)
     assert text.startswith("Upah: order ") and "100 pieces at Rp500/pair" in text
@@ -144,6 +140,7 @@ def test_she_is_told_when_her_pay_reaches_her_wallet(
     worker = register_worker(app, buyer)
     order = post_order(app.client, buyer, worker.id)
     confirm(app.client, buyer, deliver(app.client, buyer, order["id"], worker.id, 40)["id"], 40)
+    announced(app, {worker.id})
     assert pay(app, buyer, dispatcher) is PayoutStatus.SUCCEEDED
     assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
     (text,) = sandbox_sms.to(worker.phone)
@@ -154,8 +151,9 @@ def test_she_is_told_when_her_pay_reaches_her_wallet(
     assert payout_id is None  # dispatch queued exactly one notice, and it went
     with app.factory() as s:
         (paid,) = s.execute(select(PayoutRow.id).where(PayoutRow.homeworker_id == worker.id)).scalars().all()
-    with atomic(app.factory) as s:  # notify_payout writes the payload dispatch writes: still one SMS
-        channels.notify_payout(s, payout_id=paid, now=app.clock.now)
+    with atomic(app.factory) as s:  # the same notice queued again: still one SMS
+        notice = {"kind": "payout_succeeded", "payout_id": paid}
+        outbox.add(s, topic=outbox.SEND_SMS, payload=notice, now=app.clock.now)
     assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
     assert len(sandbox_sms.to(worker.phone)) == 1
 
@@ -172,6 +170,7 @@ def test_she_is_told_why_a_payment_failed_and_that_the_money_is_still_hers(
         assignments=[{"homeworker_id": worker.id, "quantity": 4_200}],
     )
     confirm(app.client, buyer, deliver(app.client, buyer, order["id"], worker.id, 4_200)["id"], 4_200)
+    announced(app, {worker.id})
     assert pay(app, buyer, dispatcher) is PayoutStatus.FAILED  # Rp2.100.000 > an unregistered wallet's limit
     assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
     (text,) = sandbox_sms.to(worker.phone)

@@ -15,6 +15,7 @@ from tests.channels.conftest import (
     TWILIO_TOKEN,
     App,
     Worker,
+    announced,
     buyer_actor,
     new_phone,
     pending_sms,
@@ -52,6 +53,7 @@ def worker(app: App, buyer: Actor, wallet: str) -> Worker:
     worker = register_worker(app, buyer, nik=NIK, wallet={"provider": "ovo", "account": wallet})
     order = post_order(app.client, buyer, worker.id, reference="PO-77", product="Sandal")
     confirm(app.client, buyer, deliver(app.client, buyer, order["id"], worker.id, 10)["id"], 10)
+    announced(app, {worker.id})
     return worker
 
 
@@ -243,7 +245,8 @@ def test_the_admin_can_read_what_the_sandbox_sent(
     r = app.client.get("/v1/sandbox/sms", headers=admin.headers)
     assert r.status_code == 200
     mine = [m for m in r.json() if m["homeworker_id"] == worker.id]
-    assert [m["text"] for m in mine] == [HELP_EN, BALANCE_ID]  # newest first
+    assert [m["text"] for m in mine][:2] == [HELP_EN, BALANCE_ID]  # newest first
+    assert [m["kind"] for m in mine][2:] == ["order_assigned"]  # the notice of her order came first
     assert all(m["to"] == worker.phone for m in mine)  # demo numbers are shown whole
     assert set(mine[0]) == {"to", "text", "sent_at", "kind", "homeworker_id"}
     assert app.client.get("/v1/sandbox/sms", headers=buyer.headers).status_code == 403

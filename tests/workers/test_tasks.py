@@ -1,0 +1,61 @@
+"""The worker's other jobs, on the real Celery worker: SMS notices leave through the outbox,
+and the nightly reconciliation checks the sandbox provider's statement."""
+
+from __future__ import annotations
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from payments.tables import ReconciliationRunRow, SmsMessageRow
+from tests.workers.conftest import Stack
+from tests.workers.test_payouts_e2e import start_run, statuses, wait_until
+from upah import bootstrap
+
+
+def sms_sent(factory: sessionmaker[Session], homeworkers: list[int]) -> list[tuple[int, str]]:
+    with factory() as s:
+        rows = s.execute(
+            select(SmsMessageRow.homeworker_id, SmsMessageRow.kind).where(
+                SmsMessageRow.homeworker_id.in_(homeworkers), SmsMessageRow.status == "sent"
+            )
+        )
+        return sorted((r.homeworker_id, r.kind) for r in rows)
+
+
+def test_each_homeworker_is_told_of_her_order_and_her_pay_once(
+    stack: Stack, pg_factory: sessionmaker[Session]
+) -> None:
+    stack.start_worker(concurrency=2)
+    _, workers, _, run_id = start_run(stack, pg_factory, 3, lambda i: 10_000 + i)
+    wait_until(lambda: statuses(pg_factory, run_id).get("succeeded") == 3, timeout=60, stack=stack)
+    expected = sorted((w, kind) for w in workers for kind in ("order_assigned", "payout_succeeded"))
+    wait_until(lambda: sms_sent(pg_factory, workers) == expected, timeout=30, stack=stack)
+
+
+def test_the_nightly_task_reconciles_the_sandbox_statement(
+    stack: Stack, pg_factory: sessionmaker[Session]
+) -> None:
+    stack.start_worker(concurrency=2)
+    _, _, _, run_id = start_run(stack, pg_factory, 2, lambda i: 20_000 + i)
+    wait_until(lambda: statuses(pg_factory, run_id).get("succeeded") == 2, timeout=60, stack=stack)
+    client = Celery("test-client")
+    client.conf.update(bootstrap.celery_config(stack.settings))
+    client.send_task("payouts.reconcile")
+
+    def nightly_runs() -> list[ReconciliationRunRow]:
+        with pg_factory() as s:
+            return list(
+                s.execute(
+                    select(ReconciliationRunRow).where(ReconciliationRunRow.source == "nightly")
+                ).scalars()
+            )
+
+    wait_until(lambda: len(nightly_runs()) == 1, timeout=30, stack=stack)
+    (run,) = nightly_runs()
+    assert run.provider == "sandbox"
+    assert run.summary["matched"] == 2
+    assert (
+        run.summary["unknown_at_provider"] == 0
+    )  # (other tests' payouts share the database, not this sandbox)
+    client.close()
