@@ -196,11 +196,21 @@ def ledger_verify() -> None:
 @app.command()
 def demo(
     reset: Annotated[bool, typer.Option("--reset", help="Start from an empty database.")] = False,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres", help="On PostgreSQL and Redis (DATABASE_URL/REDIS_URL or local defaults)."
+        ),
+    ] = False,
 ) -> None:
-    """The pilot story on the embedded default, end to end."""
+    """The whole pilot story, end to end: seed, work, pay, phones, audit, report."""
     from upah import demo as story
 
-    story.run(get_settings(), reset=reset, console=console)
+    try:
+        story.run(get_settings(), reset=reset, postgres=postgres, console=console)
+    except story.DemoFailed as exc:
+        err.print(f"[red]demo stopped: {exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 # --- audit commands (issue 6): reconcile, export ---------------------------------------------------
