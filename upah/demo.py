@@ -640,6 +640,7 @@ class Story:
                 signing_key=self.keys.signing_key,
                 checkpoint_every=self.settings.upah_checkpoint_every,
             )
+            head = sealing.checkpoint(s, now=self.now(), signing_key=self.keys.signing_key)
         with self.sessions() as s:
             verified = reports.verify_chain(s)
             entries = s.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one()
@@ -647,7 +648,8 @@ class Story:
             raise DemoFailed(f"the ledger does not verify: {verified.problems[0]}")
         self.console.print(
             f"[green]Ledger verified[/green]: {entries} entries, the hash chain intact "
-            f"({sealed} sealed just now), checkpoints signed, every account equal to its postings."
+            f"({sealed} sealed just now, a checkpoint at seq {head} signed with Ed25519), "
+            f"{verified.checkpoints_checked} checkpoint signatures checked, every account equal to its postings."
         )
         books = self.settings.data_dir / "upah-demo.beancount"
         with self.sessions() as s, books.open("w", encoding="utf-8") as out:
