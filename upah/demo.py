@@ -649,7 +649,8 @@ class Story:
         self.console.print(
             f"[green]Ledger verified[/green]: {entries} entries, the hash chain intact "
             f"({sealed} sealed just now, a checkpoint at seq {head} signed with Ed25519), "
-            f"{verified.checkpoints_checked} checkpoint signatures checked, every account equal to its postings."
+            f"{verified.checkpoints_checked} checkpoint signature(s) checked, "
+            "every account equal to its postings."
         )
         books = self.settings.data_dir / "upah-demo.beancount"
         with self.sessions() as s, books.open("w", encoding="utf-8") as out:
