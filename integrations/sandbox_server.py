@@ -19,9 +19,10 @@ reconciliation — can be exercised without real money and without a mock:
 * Every instruction stays in a SQLite file (WAL, one lock, ``BEGIN IMMEDIATE``), so the
   record survives restarts and auditors can prove nobody was paid twice with
   ``GET /v1/payouts`` and ``GET /v1/statement.csv``.
-* Callbacks are POSTed to the instruction's ``callback_url`` from a background thread,
-  signed with :func:`integrations.signatures.sign` in ``X-Sandbox-Signature``, and retried
-  a few times on failure. Each carries an ``event_id``; duplicates share it.
+* Callbacks are POSTed to the instruction's ``callback_url`` from background threads
+  (several payouts' callbacks at once, one payout's in order), signed with
+  :func:`integrations.signatures.sign` in ``X-Sandbox-Signature``, and retried a few
+  times on failure. Each carries an ``event_id``; duplicates share it.
 * A :class:`FaultPlan` injects the failures real providers show — timeouts after paying
   or before recording, 503s, 429s, duplicate and out-of-order callbacks, later reversals
   — drawn from one seeded ``random.Random`` so a run can be replayed.
@@ -58,6 +59,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -264,6 +266,7 @@ class Outbound:
     event_id: str
     url: str | None
     body: bytes
+    payout_id: str = ""
 
 
 _SCHEMA: Final = """
@@ -355,7 +358,12 @@ class SandboxStore:
 
 
 class CallbackDispatcher:
-    """A background thread that runs due jobs: callback deliveries and later reversals."""
+    """Background threads that run due jobs: callback deliveries and later reversals.
+
+    Jobs run on ``lanes`` threads, a job's lane chosen by its key (the payout id): the
+    callbacks of different payouts are delivered concurrently, as a real provider's are,
+    while those about one payout keep the order they were produced in.
+    """
 
     def __init__(
         self,
@@ -367,43 +375,60 @@ class CallbackDispatcher:
         retry_delays: Sequence[float],
         timeout: tuple[float, float],
         on_attempt: Callable[[str, bool, str | None], None],
+        lanes: int = 4,
     ) -> None:
         self._secret = secret
         self._clock = clock
-        self._session = session
+        self._shared_session = session
         self._enabled = enabled
         self._retry_delays = tuple(retry_delays)
         self._timeout = timeout
         self._on_attempt = on_attempt
-        self._jobs: list[tuple[float, int, Callable[[], None]]] = []
+        self._lanes = max(1, lanes)
+        self._jobs: list[list[tuple[float, int, Callable[[], None]]]] = [[] for _ in range(self._lanes)]
         self._sequence = itertools.count()
         self._condition = threading.Condition()
         self._running_jobs = 0
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread | None] = [None] * self._lanes
+        self._sessions: list[requests.Session] = []
+        self._local = threading.local()
 
-    def schedule(self, delay: float, job: Callable[[], None]) -> None:
-        """Run ``job`` on the worker thread after ``delay`` seconds."""
+    def schedule(self, delay: float, job: Callable[[], None], *, key: str = "") -> None:
+        """Run ``job`` on the lane of ``key`` after ``delay`` seconds."""
+        lane = zlib.crc32(key.encode()) % self._lanes
         with self._condition:
             if self._closed:
                 return
-            heapq.heappush(self._jobs, (time.monotonic() + delay, next(self._sequence), job))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sandbox-callbacks", daemon=True)
-                self._thread.start()
+            heapq.heappush(self._jobs[lane], (time.monotonic() + delay, next(self._sequence), job))
+            if self._threads[lane] is None:
+                thread = threading.Thread(
+                    target=self._run, args=(lane,), name=f"sandbox-callbacks-{lane}", daemon=True
+                )
+                self._threads[lane] = thread
+                thread.start()
             self._condition.notify_all()
 
     def deliver(self, outbound: Outbound) -> None:
         """Queue one callback delivery, if callbacks are on and the payout has a URL."""
         if not self._enabled or outbound.url is None:
             return
-        self.schedule(0.0, lambda: self._attempt(outbound, 0))
+        self.schedule(0.0, lambda: self._attempt(outbound, 0), key=outbound.payout_id)
+
+    def _session(self) -> requests.Session:
+        """The injected session, or one per lane thread (a Session is not made for sharing)."""
+        if self._shared_session is not None:
+            return self._shared_session
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._condition:
+                self._sessions.append(session)
+        return session
 
     def _attempt(self, outbound: Outbound, attempt: int) -> None:
         """POST a signed callback once; reschedule it on failure while retries remain."""
         assert outbound.url is not None
-        if self._session is None:
-            self._session = requests.Session()
         timestamp = int(self._clock().timestamp())
         headers = {
             "Content-Type": "application/json",
@@ -411,7 +436,7 @@ class CallbackDispatcher:
         }
         error: str | None = None
         try:
-            response = self._session.post(
+            response = self._session().post(
                 outbound.url, data=outbound.body, headers=headers, timeout=self._timeout
             )
         except requests.RequestException as exc:
@@ -423,20 +448,21 @@ class CallbackDispatcher:
         if error is not None and attempt < len(self._retry_delays):
             logger.info("callback %s failed (%s), retrying", outbound.event_id, error)
             delay = self._retry_delays[attempt]
-            self.schedule(delay, lambda: self._attempt(outbound, attempt + 1))
+            self.schedule(delay, lambda: self._attempt(outbound, attempt + 1), key=outbound.payout_id)
 
-    def _run(self) -> None:
-        """Wait for the next due job and run it, until closed."""
+    def _run(self, lane: int) -> None:
+        """Wait for the lane's next due job and run it, until closed."""
+        jobs = self._jobs[lane]
         while True:
             with self._condition:
                 while not self._closed:
-                    if self._jobs and self._jobs[0][0] <= time.monotonic():
+                    if jobs and jobs[0][0] <= time.monotonic():
                         break
-                    wait = self._jobs[0][0] - time.monotonic() if self._jobs else None
+                    wait = jobs[0][0] - time.monotonic() if jobs else None
                     self._condition.wait(wait)
                 if self._closed:
                     return
-                _, _, job = heapq.heappop(self._jobs)
+                _, _, job = heapq.heappop(jobs)
                 self._running_jobs += 1
             try:
                 job()
@@ -451,7 +477,7 @@ class CallbackDispatcher:
         """Block until no job is queued or running; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._jobs or self._running_jobs:
+            while any(self._jobs) or self._running_jobs:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -459,16 +485,17 @@ class CallbackDispatcher:
         return True
 
     def close(self) -> None:
-        """Stop the worker, dropping jobs not yet due, and wait for it to finish."""
+        """Stop the workers, dropping jobs not yet due, and wait for them to finish."""
         with self._condition:
             self._closed = True
-            self._jobs.clear()
+            for jobs in self._jobs:
+                jobs.clear()
             self._condition.notify_all()
-            thread = self._thread
-        if thread is not None:
+            threads = [t for t in self._threads if t is not None]
+        for thread in threads:
             thread.join(timeout=10.0)
-        if self._session is not None:
-            self._session.close()
+        for session in [*self._sessions, *([self._shared_session] if self._shared_session else [])]:
+            session.close()
 
 
 # --------------------------------------------------------------------------- service
@@ -544,6 +571,7 @@ class SandboxService:
         callback_session: requests.Session | None,
         callback_retry_delays: Sequence[float],
         callback_timeout: tuple[float, float],
+        callback_lanes: int = 4,
     ) -> None:
         if not callback_secret:
             raise ValueError("the sandbox needs a callback secret to sign callbacks")
@@ -561,6 +589,7 @@ class SandboxService:
             retry_delays=callback_retry_delays,
             timeout=callback_timeout,
             on_attempt=self._record_attempt,
+            lanes=callback_lanes,
         )
 
     # ----------------------------------------------------------------- faults
@@ -667,7 +696,9 @@ class SandboxService:
             self.dispatcher.deliver(item)
         if reverse_id is not None:
             target = reverse_id
-            self.dispatcher.schedule(plan.reverse_after_seconds, lambda: self._auto_reverse(target))
+            self.dispatcher.schedule(
+                plan.reverse_after_seconds, lambda: self._auto_reverse(target), key=target
+            )
         return 200, response
 
     def _decide(
@@ -729,7 +760,7 @@ class SandboxService:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (event_id, row["id"], status, row["callback_url"], encoded.decode(), _iso(self._clock())),
         )
-        return Outbound(event_id=event_id, url=row["callback_url"], body=encoded)
+        return Outbound(event_id=event_id, url=row["callback_url"], body=encoded, payout_id=row["id"])
 
     def _record_attempt(self, event_id: str, delivered: bool, error: str | None) -> None:
         """Keep each delivery attempt in the record, for tests and debugging."""
@@ -1163,6 +1194,7 @@ def create_sandbox_app(
     callback_session: requests.Session | None = None,
     callback_retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
     callback_timeout: tuple[float, float] = (2.0, 5.0),
+    callback_lanes: int = 4,
 ) -> Starlette:
     """Build the sandbox provider as an ASGI app over the SQLite file at ``store_path``."""
     service = SandboxService(
@@ -1175,6 +1207,7 @@ def create_sandbox_app(
         callback_session=callback_session,
         callback_retry_delays=callback_retry_delays,
         callback_timeout=callback_timeout,
+        callback_lanes=callback_lanes,
     )
 
     @contextlib.asynccontextmanager

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.providers.base import (
@@ -50,7 +51,7 @@ from ledger import EntryDraft, Posting, atomic, journal
 from ledger.tables import table_of
 from payments import chart, outbox, parties, pii
 from payments.payout_states import PayoutStatus, RunStatus, transition
-from payments.payouts import record_event
+from payments.payouts import Event, record_event, record_events
 from payments.tables import HomeworkerRow, PayoutRow, PayoutRunRow, ProviderCallbackRow
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Dispatcher:
     stale_after: timedelta = timedelta(minutes=2)
     max_backoff: timedelta = timedelta(minutes=30)
     send_concurrency: int = 8
+    _account_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -108,30 +110,80 @@ class Dispatcher:
 
     def dispatch_many(self, payout_ids: Sequence[int]) -> dict[int, PayoutStatus]:
         """Dispatch a batch: one transaction to submit them all, the instructions sent
-        concurrently, one transaction to apply the answers. The same steps, in the same
-        order, as ``dispatch`` — so a crash anywhere is as safe."""
+        concurrently, then the answers applied. The same steps, in the same order, as
+        ``dispatch`` — so a crash anywhere is as safe."""
         statuses: dict[int, PayoutStatus] = {}
         ready: dict[int, _Send] = {}
         now = self.clock()
         with atomic(self.sessions) as s:
-            for row in _lock_many(s, payout_ids):
-                found = self._submit_ready_in(s, row, now)
+            for payout_id, found in self._submit_many_in(s, _lock_many(s, payout_ids), now).items():
                 if isinstance(found, _Send):
-                    ready[row.id] = found
+                    ready[payout_id] = found
                 elif found is None:
-                    statuses[row.id] = PayoutStatus.CREATED  # needs a first-payment wallet check
+                    statuses[payout_id] = PayoutStatus.CREATED  # needs a first-payment wallet check
                 else:
-                    statuses[row.id] = found
+                    statuses[payout_id] = found
         for payout_id in [i for i, st in statuses.items() if st is PayoutStatus.CREATED]:
             statuses[payout_id] = self.dispatch(payout_id)
         if not ready:
             return statuses
         with ThreadPoolExecutor(max_workers=min(self.send_concurrency, len(ready))) as pool:
             outcomes = dict(zip(ready, pool.map(self._send, ready.values()), strict=True))
-        now = self.clock()
-        with atomic(self.sessions) as s:
-            for row in _lock_many(s, list(outcomes)):
-                statuses[row.id] = self._settle_send_in(s, row, outcomes[row.id], now=now)
+        statuses.update(self._settle_sends(outcomes))
+        return statuses
+
+    def _settle_sends(
+        self, outcomes: Mapping[int, TransferResult | ProviderError]
+    ) -> dict[int, PayoutStatus]:
+        """Apply a batch's answers. The usual one, "accepted", touches no ledger account, so
+        all of those are applied in one transaction, with one status check queued for the
+        lot in case no callback comes; every other answer is applied in a transaction of its
+        own, exactly as ``dispatch`` does (a transaction that locks several payouts never
+        waits for a ledger account a callback holding one of them may be waiting for)."""
+        statuses: dict[int, PayoutStatus] = {}
+        accepted = {
+            payout_id: outcome
+            for payout_id, outcome in outcomes.items()
+            if isinstance(outcome, TransferResult) and outcome.status is TransferStatus.PENDING
+        }
+        if accepted:
+            now = self.clock()
+            with atomic(self.sessions) as s:
+                poll: list[int] = []
+                poll_after = FIRST_POLL
+                references: list[dict[str, Any]] = []
+                for row in _lock_many(s, list(accepted)):
+                    result = accepted[row.id]
+                    if row.status != PayoutStatus.SUBMITTED.value:  # a callback came first, or …
+                        statuses[row.id] = self._apply_in(s, row, result, source="send", now=now)
+                        continue
+                    if result.provider_reference and not row.provider_reference:
+                        references.append({"pid": row.id, "ref": result.provider_reference})
+                    poll.append(row.id)
+                    poll_after = max(poll_after, self._delay(row.attempts, None))
+                    statuses[row.id] = PayoutStatus.SUBMITTED
+                if references:
+                    s.execute(
+                        update(_payouts)
+                        .where(_payouts.c.id == bindparam("pid"))
+                        .values(provider_reference=bindparam("ref")),
+                        references,
+                        execution_options={"synchronize_session": False},
+                    )
+                if poll:  # accepted: ask again later, in case no callback comes
+                    outbox.add(
+                        s,
+                        topic=outbox.RESOLVE_BATCH,
+                        payload={"payout_ids": poll},
+                        now=now,
+                        available_at=now + poll_after,
+                    )
+        for payout_id, outcome in outcomes.items():
+            if payout_id not in accepted:
+                with atomic(self.sessions) as s:
+                    statuses[payout_id] = self._settle_send_in(
+                        s, _lock(s, payout_id), outcome, now=self.clock()
+                    )
         return statuses
 
     def _send(self, send: _Send) -> TransferResult | ProviderError:
@@ -176,6 +228,23 @@ class Dispatcher:
         if result.status is TransferStatus.NOT_FOUND:
             return self._never_received(payout_id)
         return self._apply(payout_id, result, source="status")
+
+    def resolve_many(self, payout_ids: Sequence[int]) -> dict[int, PayoutStatus]:
+        """``resolve`` for those of ``payout_ids`` still unresolved (one query skips the settled)."""
+        with self.sessions() as s:
+            open_ids = (
+                s.execute(
+                    select(_payouts.c.id)
+                    .where(
+                        _payouts.c.id.in_(list(payout_ids)),
+                        _payouts.c.status.in_([PayoutStatus.SUBMITTED.value, PayoutStatus.UNKNOWN.value]),
+                    )
+                    .order_by(_payouts.c.id)
+                )
+                .scalars()
+                .all()
+            )
+        return {payout_id: self.resolve(payout_id) for payout_id in open_ids}
 
     def due(self, *, limit: int = 200) -> tuple[list[int], list[int]]:
         """(to send, to ask about): resends that are due, and unknown or stale payouts."""
@@ -238,33 +307,33 @@ class Dispatcher:
             raise InvalidCallback("unknown provider")
         now = self.clock()
         event = provider.parse_callback(headers=headers, body=body, now=now)
-        with atomic(self.sessions) as s:
+        with atomic(self.sessions) as s:  # recorded and applied together: all or nothing
             row = _find_payout(s, provider_name, event)
             outcome = self._callback_outcome(s, row, event, now)
-            try:
-                with s.begin_nested():
-                    s.execute(
-                        insert(_callbacks),
-                        {
-                            "provider": provider_name,
-                            "event_id": event.event_id,
-                            "payout_id": row.id if row else None,
-                            "status": event.status.value,
-                            "payload": _event_payload(event),
-                            "outcome": outcome,
-                            "received_at": now,
-                        },
-                    )
-            except IntegrityError:
+            recorded = s.execute(
+                _insert_ignoring_duplicates(s, _callbacks, ["provider", "event_id"]).returning(
+                    _callbacks.c.id
+                ),
+                {
+                    "provider": provider_name,
+                    "event_id": event.event_id,
+                    "payout_id": row.id if row else None,
+                    "status": event.status.value,
+                    "payload": _event_payload(event),
+                    "outcome": outcome,
+                    "received_at": now,
+                },
+            ).scalar_one_or_none()
+            if recorded is None:
                 return "duplicate"
-        if outcome == "apply":
+            if outcome != "apply":
+                return outcome
+            assert row is not None
             result = TransferResult(
                 event.status, event.provider_reference, event.failure_code, None, event.status.value
             )
-            assert row is not None
-            self._apply(row.id, result, source="callback")
+            self._apply_in(s, row, result, source="callback", now=now)
             return "applied"
-        return outcome
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -300,54 +369,124 @@ class Dispatcher:
     def _submit_ready_in(self, s: Session, row: Row[Any], now: datetime) -> _Send | PayoutStatus | None:
         """Within ``s``: submit a payout that is ready and return what to send; or its status
         when there is nothing to send; or None when its wallet must be validated first."""
-        status = PayoutStatus(row.status)
-        if (
-            status is PayoutStatus.SUBMITTED
-            and row.next_attempt_at is not None
-            and row.next_attempt_at <= now
-        ):
+        return self._submit_many_in(s, [row], now)[row.id]
+
+    def _submit_many_in(
+        self, s: Session, rows: Sequence[Row[Any]], now: datetime
+    ) -> dict[int, _Send | PayoutStatus | None]:
+        """``_submit_ready_in`` for locked payouts, set-based: what they need is read in one
+        query per table, and their rows and events written in one statement each. Each
+        payout's dispatch entry is still its own ledger posting (capturing its own hold)."""
+        found: dict[int, _Send | PayoutStatus | None] = {}
+        if not rows:
+            return found
+        runs: dict[int, str] = {
+            r.id: r.status
+            for r in s.execute(
+                select(_runs.c.id, _runs.c.status).where(_runs.c.id.in_({r.run_id for r in rows}))
+            )
+        }
+        workers = {
+            w.id: w
+            for w in s.execute(
+                select(
+                    _workers.c.id,
+                    _workers.c.wallet_registered,
+                    _workers.c.wallet_verified_at,
+                    _workers.c.name_enc,
+                ).where(_workers.c.id.in_({r.homeworker_id for r in rows}))
+            )
+        }
+        resent: list[Row[Any]] = []
+        submitted: list[tuple[Row[Any], int]] = []
+        for row in rows:
+            status = PayoutStatus(row.status)
+            worker = workers[row.homeworker_id]
+            if (
+                status is PayoutStatus.SUBMITTED
+                and row.next_attempt_at is not None
+                and row.next_attempt_at <= now
+            ):
+                resent.append(row)
+                found[row.id] = self._request_for(row, worker.name_enc)
+                continue
+            if (
+                status is not PayoutStatus.CREATED
+                or (row.next_attempt_at is not None and row.next_attempt_at > now)
+                or runs[row.run_id] != RunStatus.DISPATCHING.value
+            ):
+                found[row.id] = status
+                continue
+            limit = REGISTERED_WALLET_LIMIT if worker.wallet_registered else UNREGISTERED_WALLET_LIMIT
+            if row.amount > limit:
+                self._fail_in(
+                    s,
+                    row,
+                    code="limit_exceeded",
+                    source="precheck",
+                    now=now,
+                    reason=f"the wallet can hold at most {limit} rupiah",
+                )
+                found[row.id] = PayoutStatus.FAILED
+                continue
+            if worker.wallet_verified_at is None:
+                found[row.id] = None
+                continue
+            transition(status, target=PayoutStatus.SUBMITTED)
+            submitted.append((row, self._capture_in(s, row, now)))
+            found[row.id] = self._request_for(row, worker.name_enc)
+        if resent:
             s.execute(
                 update(_payouts)
-                .where(_payouts.c.id == row.id)
-                .values(attempts=row.attempts + 1, next_attempt_at=None, updated_at=now)
+                .where(_payouts.c.id == bindparam("pid"))
+                .values(attempts=bindparam("n"), next_attempt_at=None, updated_at=now),
+                [{"pid": r.id, "n": r.attempts + 1} for r in resent],
+                execution_options={"synchronize_session": False},
             )
-            record_event(
+            record_events(
                 s,
-                payout_id=row.id,
-                from_status=status,
-                to_status=status,
-                source="resend",
-                detail={"attempt": row.attempts + 1},
+                [
+                    Event(
+                        r.id,
+                        PayoutStatus.SUBMITTED,
+                        PayoutStatus.SUBMITTED,
+                        "resend",
+                        {"attempt": r.attempts + 1},
+                    )
+                    for r in resent
+                ],
                 now=now,
             )
-            return self._request(s, row)
-        if status is not PayoutStatus.CREATED:
-            return status
-        if row.next_attempt_at is not None and row.next_attempt_at > now:
-            return status
-        run = s.execute(select(_runs.c.status).where(_runs.c.id == row.run_id)).scalar_one()
-        if run != RunStatus.DISPATCHING.value:
-            return status
-        worker = s.execute(
-            select(_workers.c.wallet_registered, _workers.c.wallet_verified_at).where(
-                _workers.c.id == row.homeworker_id
+        if submitted:
+            s.execute(
+                update(_payouts)
+                .where(_payouts.c.id == bindparam("pid"))
+                .values(
+                    status=PayoutStatus.SUBMITTED.value,
+                    dispatch_entry_id=bindparam("entry"),
+                    attempts=bindparam("n"),
+                    submitted_at=now,
+                    next_attempt_at=None,
+                    updated_at=now,
+                ),
+                [{"pid": r.id, "entry": entry_id, "n": r.attempts + 1} for r, entry_id in submitted],
+                execution_options={"synchronize_session": False},
             )
-        ).one()
-        limit = REGISTERED_WALLET_LIMIT if worker.wallet_registered else UNREGISTERED_WALLET_LIMIT
-        if row.amount > limit:
-            self._fail_in(
+            record_events(
                 s,
-                row,
-                code="limit_exceeded",
-                source="precheck",
+                [
+                    Event(
+                        r.id,
+                        PayoutStatus(r.status),
+                        PayoutStatus.SUBMITTED,
+                        "dispatch",
+                        {"attempt": r.attempts + 1},
+                    )
+                    for r, _ in submitted
+                ],
                 now=now,
-                reason=f"the wallet can hold at most {limit} rupiah",
             )
-            return PayoutStatus.FAILED
-        if worker.wallet_verified_at is None:
-            return None
-        self._submit_in(s, row, now)
-        return self._request(s, row)
+        return found
 
     def _validate(self, send: _Send) -> bool | None:
         """Ask the provider about a wallet never paid before; None when it could not answer."""
@@ -362,7 +501,12 @@ class Dispatcher:
         return check.valid
 
     def _request(self, s: Session, row: Row[Any]) -> _Send:
-        worker = s.execute(select(_workers).where(_workers.c.id == row.homeworker_id)).one()
+        name_enc = s.execute(
+            select(_workers.c.name_enc).where(_workers.c.id == row.homeworker_id)
+        ).scalar_one()
+        return self._request_for(row, name_enc)
+
+    def _request_for(self, row: Row[Any], name_enc: Any) -> _Send:
         request = TransferRequest(
             idempotency_key=row.idempotency_key,
             reference=row.reference,
@@ -370,7 +514,7 @@ class Dispatcher:
             currency=row.currency,
             channel=row.channel,
             account=pii.decrypt(self.keyring, row.account_enc, context="homeworker.wallet"),
-            account_holder_name=pii.decrypt(self.keyring, worker.name_enc, context="homeworker.name"),
+            account_holder_name=pii.decrypt(self.keyring, name_enc, context="homeworker.name"),
             description=f"Upah {row.reference}",
             callback_url=self.callback_url(row.provider),
         )
@@ -378,32 +522,13 @@ class Dispatcher:
 
     def _submit_in(self, s: Session, row: Row[Any], now: datetime) -> None:
         transition(PayoutStatus(row.status), target=PayoutStatus.SUBMITTED)
-        in_flight = chart.provider_in_flight(s, provider=row.provider, now=now)
-        entry = journal.capture_hold(
-            s,
-            hold_id=row.hold_id,
-            draft=EntryDraft(
-                key=f"payout:{row.id}:dispatch",
-                postings=(
-                    Posting.debit(row.earned_account_id, row.amount, row.currency),
-                    Posting.credit(in_flight.id, row.amount, row.currency),
-                ),
-                effective_at=now,
-                description=f"payout {row.reference} sent to {row.provider}",
-                metadata={
-                    "kind": "payout_dispatched",
-                    "payout_id": row.id,
-                    "homeworker_id": row.homeworker_id,
-                },
-            ),
-            now=now,
-        )
+        entry_id = self._capture_in(s, row, now)
         s.execute(
             update(_payouts)
             .where(_payouts.c.id == row.id)
             .values(
                 status=PayoutStatus.SUBMITTED.value,
-                dispatch_entry_id=entry.id,
+                dispatch_entry_id=entry_id,
                 attempts=row.attempts + 1,
                 submitted_at=now,
                 next_attempt_at=None,
@@ -419,6 +544,55 @@ class Dispatcher:
             detail={"attempt": row.attempts + 1},
             now=now,
         )
+
+    def _capture_in(self, s: Session, row: Row[Any], now: datetime) -> int:
+        """The dispatch entry: her earned hold captured into the provider's in-flight account."""
+        entry = journal.capture_hold(
+            s,
+            hold_id=row.hold_id,
+            draft=EntryDraft(
+                key=f"payout:{row.id}:dispatch",
+                postings=(
+                    Posting.debit(row.earned_account_id, row.amount, row.currency),
+                    Posting.credit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
+                ),
+                effective_at=now,
+                description=f"payout {row.reference} sent to {row.provider}",
+                metadata={
+                    "kind": "payout_dispatched",
+                    "payout_id": row.id,
+                    "homeworker_id": row.homeworker_id,
+                },
+            ),
+            now=now,
+        )
+        return entry.id
+
+    # --- the two platform accounts every payout touches, looked up once per process ----------
+
+    def _in_flight_id(self, s: Session, provider: str, now: datetime) -> int:
+        key = f"in_flight:{provider}"
+        cached = self._account_ids.get(key)
+        if cached is None:
+            cached = self._remember(s, key, chart.provider_in_flight(s, provider=provider, now=now).id)
+        return cached
+
+    def _cash_id(self, s: Session, now: datetime) -> int:
+        cached = self._account_ids.get("cash")
+        if cached is None:
+            cached = self._remember(s, "cash", chart.platform_cash(s, now=now).id)
+        return cached
+
+    def _remember(self, s: Session, key: str, account_id: int) -> int:
+        """Cache an account id once the transaction that found (or opened) it has committed:
+        an account opened by a transaction that rolls back must not be remembered."""
+        pending: dict[str, int] | None = s.info.get("dispatch_accounts")
+        if pending is None:
+            pending = s.info["dispatch_accounts"] = {}
+            found = pending
+            sa_event.listen(s, "after_commit", lambda _s: self._account_ids.update(found), once=True)
+        pending[key] = account_id
+        return account_id
 
     def _apply(self, payout_id: int, result: TransferResult, *, source: str) -> PayoutStatus:
         with atomic(self.sessions) as s:
@@ -479,15 +653,17 @@ class Dispatcher:
 
     def _succeed_in(self, s: Session, row: Row[Any], source: str, now: datetime) -> None:
         transition(PayoutStatus(row.status), target=PayoutStatus.SUCCEEDED)
-        cash = chart.platform_cash(s, now=now)
-        in_flight = chart.provider_in_flight(s, provider=row.provider, now=now)
+        # the payout's own rows first; the postings to the two accounts every settlement
+        # touches last, so that their row locks are held for as short a time as possible
+        self._finish_in(s, row, PayoutStatus.SUCCEEDED, source, now, {})
+        cash_id = self._cash_id(s, now)
         journal.post(
             s,
             EntryDraft(
                 key=f"payout:{row.id}:settle",
                 postings=(
-                    Posting.debit(in_flight.id, row.amount, row.currency),
-                    Posting.credit(cash.id, row.amount, row.currency),
+                    Posting.debit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
+                    Posting.credit(cash_id, row.amount, row.currency),
                 ),
                 effective_at=now,
                 description=f"payout {row.reference} confirmed by {row.provider}",
@@ -509,7 +685,7 @@ class Dispatcher:
                     key=f"payout:{row.id}:fee",
                     postings=(
                         Posting.debit(buyer.available_account_id, row.fee, row.currency),
-                        Posting.credit(cash.id, row.fee, row.currency),
+                        Posting.credit(cash_id, row.fee, row.currency),
                     ),
                     effective_at=now,
                     description=f"provider fee for payout {row.reference}, paid by the buyer",
@@ -517,7 +693,6 @@ class Dispatcher:
                 ),
                 now=now,
             )
-        self._finish_in(s, row, PayoutStatus.SUCCEEDED, source, now, {})
 
     def _fail_in(
         self, s: Session, row: Row[Any], *, code: str, reason: str, source: str, now: datetime
@@ -545,13 +720,12 @@ class Dispatcher:
 
     def _reverse_in(self, s: Session, row: Row[Any], source: str, now: datetime) -> None:
         transition(PayoutStatus(row.status), target=PayoutStatus.REVERSED)
-        cash = chart.platform_cash(s, now=now)
         journal.post(
             s,
             EntryDraft(
                 key=f"payout:{row.id}:reversed",
                 postings=(
-                    Posting.debit(cash.id, row.amount, row.currency),
+                    Posting.debit(self._cash_id(s, now), row.amount, row.currency),
                     Posting.credit(row.earned_account_id, row.amount, row.currency),
                 ),
                 effective_at=now,
@@ -591,17 +765,17 @@ class Dispatcher:
         self._complete_run_in(s, row.run_id, now)
 
     def _complete_run_in(self, s: Session, run_id: int, now: datetime) -> None:
-        open_payout = s.execute(
+        """The run is complete once none of its payouts is unresolved (one statement)."""
+        still_open = (
             select(_payouts.c.id)
             .where(_payouts.c.run_id == run_id, _payouts.c.status.in_(UNRESOLVED))
-            .limit(1)
-        ).first()
-        if open_payout is None:
-            s.execute(
-                update(_runs)
-                .where(_runs.c.id == run_id, _runs.c.status == RunStatus.DISPATCHING.value)
-                .values(status=RunStatus.COMPLETED.value, completed_at=now)
-            )
+            .exists()
+        )
+        s.execute(
+            update(_runs)
+            .where(_runs.c.id == run_id, _runs.c.status == RunStatus.DISPATCHING.value, ~still_open)
+            .values(status=RunStatus.COMPLETED.value, completed_at=now)
+        )
 
     def _fail(self, payout_id: int, *, code: str, reason: str, source: str) -> PayoutStatus:
         with atomic(self.sessions) as s:
@@ -787,21 +961,29 @@ def _lock(s: Session, payout_id: int) -> Row[Any]:
 
 
 def _find_payout(s: Session, provider: str, event: CallbackEvent) -> Row[Any] | None:
+    """The payout a callback is about, locked (duplicates of one event queue up behind it)."""
     if event.idempotency_key:
         row = s.execute(
-            select(_payouts).where(
-                _payouts.c.idempotency_key == event.idempotency_key, _payouts.c.provider == provider
-            )
+            select(_payouts)
+            .where(_payouts.c.idempotency_key == event.idempotency_key, _payouts.c.provider == provider)
+            .with_for_update()
         ).first()
         if row is not None:
             return row
     if event.provider_reference:
         return s.execute(
-            select(_payouts).where(
-                _payouts.c.provider_reference == event.provider_reference, _payouts.c.provider == provider
-            )
+            select(_payouts)
+            .where(_payouts.c.provider_reference == event.provider_reference, _payouts.c.provider == provider)
+            .with_for_update()
         ).first()
     return None
+
+
+def _insert_ignoring_duplicates(s: Session, table: Any, conflict: list[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
 def _event_payload(event: CallbackEvent) -> dict[str, Any]:

@@ -21,6 +21,7 @@ _outbox = table_of(OutboxRow)
 DISPATCH_PAYOUT = "payouts.dispatch"
 DISPATCH_BATCH = "payouts.dispatch_batch"
 RESOLVE_PAYOUT = "payouts.resolve"
+RESOLVE_BATCH = "payouts.resolve_batch"
 SEND_SMS = "sms.send"
 
 

@@ -439,6 +439,36 @@ def record_event(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of a payout's history, for ``record_events``."""
+
+    payout_id: int
+    from_status: PayoutStatus | None
+    to_status: PayoutStatus
+    source: str
+    detail: dict[str, Any]
+
+
+def record_events(session: Session, events: Sequence[Event], *, now: datetime) -> None:
+    """``record_event`` for many payouts in one statement."""
+    if events:
+        session.execute(
+            insert(_events),
+            [
+                {
+                    "payout_id": e.payout_id,
+                    "from_status": e.from_status.value if e.from_status else None,
+                    "to_status": e.to_status.value,
+                    "source": e.source,
+                    "detail": e.detail,
+                    "created_at": now,
+                }
+                for e in events
+            ],
+        )
+
+
 def _enqueue_dispatch(session: Session, *, run_id: int, now: datetime) -> None:
     ids = (
         session.execute(

@@ -29,9 +29,11 @@ TOPIC_TASKS = {
     outbox.DISPATCH_PAYOUT: "payouts.dispatch",
     outbox.DISPATCH_BATCH: "payouts.dispatch_batch",
     outbox.RESOLVE_PAYOUT: "payouts.resolve",
+    outbox.RESOLVE_BATCH: "payouts.resolve_batch",
     outbox.SEND_SMS: "sms.send",
 }
 SMS_MAX_RETRIES = 8
+SMS_GROUP = 25
 
 
 @dataclass
@@ -67,10 +69,23 @@ def relay_outbox() -> int:
     total = 0
     while True:
         with atomic(rt.db.sessions) as s:
-            sent = outbox.relay(s, send=_send, now=_now())
+            due: list[outbox.Message] = []
+            sent = outbox.relay(s, send=due.append, now=_now())
+            _publish(due)  # before the messages are marked relayed: a crash sends again, never loses
         total += sent
         if sent == 0:
             return total
+
+
+def _publish(messages: list[outbox.Message]) -> None:
+    """Queue each message as its task; SMS notices go in groups of SMS_GROUP, one task each
+    (an SMS is a few milliseconds of work: a task apiece would cost as much again)."""
+    for message in messages:
+        if message.topic != outbox.SEND_SMS:
+            _send(message)
+    sms = [m.payload for m in messages if m.topic == outbox.SEND_SMS]
+    for first in range(0, len(sms), SMS_GROUP):
+        celery_app.send_task("sms.send_many", kwargs={"payloads": sms[first : first + SMS_GROUP]})
 
 
 def _send(message: outbox.Message) -> None:
@@ -107,6 +122,12 @@ def resolve_payout(payout_id: int) -> str:
     return runtime().dispatcher.resolve(payout_id).value
 
 
+@celery_app.task(name="payouts.resolve_batch")
+def resolve_batch(payout_ids: list[int]) -> dict[str, str]:
+    """Ask about those of a batch's accepted payouts that no callback has settled yet."""
+    return {str(k): v.value for k, v in runtime().dispatcher.resolve_many(payout_ids).items()}
+
+
 @celery_app.task(name="payouts.sweep")
 def sweep_payouts() -> dict[str, int]:
     """Find payouts that need sending or asking about (after crashes, backoffs) and queue them."""
@@ -129,6 +150,29 @@ def send_sms(self: Task[..., str], /, **payload: Any) -> str:
     except SmsTemporaryFailure as exc:
         backoff = min(600.0, 5.0 * 2**self.request.retries) * random.uniform(0.5, 1.0)  # noqa: S311
         raise self.retry(countdown=exc.retry_after or backoff) from exc
+
+
+@celery_app.task(name="sms.send_many")
+def send_sms_many(payloads: list[dict[str, Any]]) -> dict[str, int]:
+    """``sms.send`` for a group of messages, one after another. One that must be tried again
+    later (or fails unexpectedly) is handed to its own ``sms.send`` task, which retries it."""
+    rt = runtime()
+    done: dict[str, int] = {}
+    for payload in payloads:
+        try:
+            outcome = channels.deliver_sms(
+                rt.db.sessions, keyring=rt.keys.keyring, sender=rt.sms, payload=payload, clock=_now
+            )
+        except SmsTemporaryFailure as exc:
+            backoff = 5.0 * random.uniform(0.5, 1.0)  # noqa: S311
+            send_sms.apply_async(kwargs=payload, countdown=exc.retry_after or backoff)
+            outcome = "retry"
+        except Exception:
+            log.exception("sms %s failed in a group; queued on its own", payload.get("kind"))
+            send_sms.apply_async(kwargs=payload, countdown=5.0)
+            outcome = "retry"
+        done[outcome] = done.get(outcome, 0) + 1
+    return done
 
 
 @celery_app.task(name="payouts.reconcile")

@@ -16,7 +16,7 @@ from integrations.providers.base import InvalidCallback
 from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic, journal, reports
 from payments import outbox, parties, payouts
-from payments.dispatch import Dispatcher
+from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus, RunStatus
 from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
 from tests.sandbox import LiveSandbox
@@ -370,3 +370,32 @@ def test_a_batch_is_submitted_together_sent_concurrently_and_each_answer_applied
         assert reports.check_integrity(s) == []
     for payout in ordinary:
         assert len(paid_at_sandbox(sandbox, key_of(pg_factory, payout.id))) == 1
+
+
+def test_a_batchs_accepted_payouts_get_one_status_check_which_skips_the_settled(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
+) -> None:
+    workers = [make_worker(pg_factory, buyer) for _ in range(3)]
+    for i, worker in enumerate(workers):
+        earn(pg_factory, buyer, worker, 10_000 + i)
+    ids = [p.id for p in run(pg_factory, buyer).payouts]
+    for payout_id in ids:  # each wallet checked once, before its first payout
+        dispatcher.dispatch(payout_id)
+    for worker in workers:
+        earn(pg_factory, buyer, worker, 5_000)
+    second = [p.id for p in run(pg_factory, buyer).payouts]
+    assert set(dispatcher.dispatch_many(second).values()) == {PayoutStatus.SUBMITTED}
+    sent: list[outbox.Message] = []
+    with atomic(pg_factory) as s:  # the check is due later: nothing now
+        outbox.relay(s, send=sent.append, now=datetime.now(UTC), limit=10_000)
+    with atomic(pg_factory) as s:
+        outbox.relay(s, send=sent.append, now=datetime.now(UTC) + FIRST_POLL * 10, limit=10_000)
+    checks = [
+        m.payload
+        for m in sent
+        if m.topic == outbox.RESOLVE_BATCH and set(m.payload["payout_ids"]) & set(second)
+    ]
+    assert checks == [{"payout_ids": sorted(second)}]
+    assert dispatcher.resolve(second[0]) is PayoutStatus.SUCCEEDED
+    resolved = dispatcher.resolve_many(second)
+    assert resolved == dict.fromkeys(second[1:], PayoutStatus.SUCCEEDED)
