@@ -315,9 +315,13 @@ def _create_payouts(
             )
         )
     }
-    last = (
+    last = (  # her last payout that paid, or may still pay: a failed one returned its money
         select(_payouts.c.homeworker_id, func.max(_payouts.c.created_at).label("at"))
-        .where(_payouts.c.buyer_id == buyer_id, _payouts.c.homeworker_id.in_(worker_ids))
+        .where(
+            _payouts.c.buyer_id == buyer_id,
+            _payouts.c.homeworker_id.in_(worker_ids),
+            _payouts.c.status != PayoutStatus.FAILED.value,
+        )
         .group_by(_payouts.c.homeworker_id)
         .subquery()
     )

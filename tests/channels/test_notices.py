@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 import responses
 from sqlalchemy import select
 
@@ -179,6 +180,34 @@ def test_she_is_told_why_a_payment_failed_and_that_the_money_is_still_hers(
         lang=Language.ID, amount=2_100_000, reason=FailureReason.WALLET_LIMIT, reference=reference
     )
     assert "Uang tetap tercatat sebagai hak Anda" in text
+
+
+def test_a_payout_after_a_failed_one_counts_the_pieces_the_failed_one_returned(
+    app: App,
+    buyer: Actor,
+    dispatcher: Dispatcher,
+    provider_sandbox: LiveSandbox,
+    sandbox_sms: SandboxSmsSender,
+) -> None:
+    worker = register_worker(app, buyer)
+    wallet = {
+        "account": worker.phone,
+        "holder_name": "Siti Aminah",
+        "registered": False,
+        "balance": 1_990_000,
+    }
+    requests.post(provider_sandbox.url + "/v1/wallets", json=wallet, timeout=5).raise_for_status()
+    order = post_order(app.client, buyer, worker.id)
+    confirm(app.client, buyer, deliver(app.client, buyer, order["id"], worker.id, 40)["id"], 40)
+    announced(app, {worker.id})
+    assert pay(app, buyer, dispatcher) is PayoutStatus.FAILED  # her wallet is nearly full
+    wallet.update(registered=True, balance=None)
+    requests.post(provider_sandbox.url + "/v1/wallets", json=wallet, timeout=5).raise_for_status()
+    assert pay(app, buyer, dispatcher) is PayoutStatus.SUCCEEDED
+    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent", "sent"]
+    failed, paid = sandbox_sms.to(worker.phone)
+    assert "gagal" in failed
+    assert "Rp20.000 dikirim ke dompet Anda untuk 40 buah" in paid
 
 
 # --- through Twilio, mocked at the HTTP edge with its documented answers ----------------------------
