@@ -141,7 +141,8 @@ def sweep_payouts() -> dict[str, int]:
 
 @celery_app.task(name="sms.send", bind=True, max_retries=SMS_MAX_RETRIES)
 def send_sms(self: Task[..., str], /, **payload: Any) -> str:
-    """Send the SMS an outbox message stands for (a notice or a reply), at most once per message."""
+    """Send the SMS an outbox message stands for (a notice or a reply): recorded once per message,
+    sent again only if a crash falls between the gateway's answer and that record."""
     rt = runtime()
     try:
         return channels.deliver_sms(
@@ -201,6 +202,13 @@ def reconcile_sandbox() -> dict[str, Any]:
             "%d payouts stuck in unknown: %s", len(result.stuck), [p.payout_id for p in result.stuck][:20]
         )
     return {"run": result.run.id, "summary": result.run.summary, "stuck": len(result.stuck)}
+
+
+@celery_app.task(name="channels.purge_ussd_sessions")
+def purge_ussd_sessions() -> int:
+    """Forget USSD sessions a day after their last request (their PIN verdicts with them)."""
+    with atomic(runtime().db.sessions) as s:
+        return channels.purge_ussd_sessions(s, now=_now())
 
 
 @celery_app.task(name="ledger.expire_holds")
