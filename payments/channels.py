@@ -40,7 +40,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, RowMapping, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import CursorResult, Row, RowMapping, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -48,8 +49,8 @@ from sqlalchemy.sql.expression import Executable
 from integrations import phones
 from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
 from ledger import atomic
-from ledger.tables import table_of
-from payments import messages, outbox, payouts, pii, pins, rates, selfservice, statements
+from ledger.tables import AccountRow, table_of
+from payments import messages, outbox, payouts, pii, pins, rates, selfservice
 from payments.errors import PaymentsError
 from payments.messages import FailureReason, Language
 from payments.parties import Principal, Role
@@ -69,6 +70,7 @@ from payments.selfservice import (
 from payments.tables import (
     AssignmentRow,
     DisputeRow,
+    EarningsAccountRow,
     HomeworkerLinkRow,
     HomeworkerRow,
     OrderRow,
@@ -89,6 +91,8 @@ _orders = table_of(OrderRow)
 _assignments = table_of(AssignmentRow)
 _payouts = table_of(PayoutRow)
 _sms = table_of(SmsMessageRow)
+_earnings = table_of(EarningsAccountRow)
+_ledger_accounts = table_of(AccountRow)
 
 SESSION_TIMEOUT = timedelta(minutes=3)
 """A USSD session with no request for this long is over (gateways give up long before)."""
@@ -108,9 +112,6 @@ SMS_COMMAND_WORDS = frozenset(
     {"saldo", "riwayat", "tarif", "bantuan", "bal", "balance", "hist", "history", "rates", "help"}
 )
 """Command words kept in an outbox payload; anything else she wrote is stored as ''."""
-
-_PLATFORM = Principal(key_id=0, role=Role.ADMIN, organization_id=None)
-"""The channel speaks for the platform: her balance covers every buyer she works for."""
 
 _FAILURE_REASONS = {
     "limit_exceeded": FailureReason.WALLET_LIMIT,
@@ -152,14 +153,22 @@ _WORKER_COLUMNS = (
 )
 
 
-def _worker_by_phone(session: Session, keyring: pii.Keyring, phone: str) -> _Worker | None:
+def _phone_index(keyring: pii.Keyring, phone: str) -> str | None:
     try:
         e164 = phones.normalise(phone)
     except phones.InvalidPhone:
         return None
-    index = pii.blind_index(keyring, e164, purpose="phone")
+    return pii.blind_index(keyring, e164, purpose="phone")
+
+
+def _worker_by_index(session: Session, index: str) -> _Worker | None:
     row = session.execute(select(*_WORKER_COLUMNS).where(_workers.c.phone_index == index)).mappings().first()
     return _worker(row) if row is not None else None
+
+
+def _worker_by_phone(session: Session, keyring: pii.Keyring, phone: str) -> _Worker | None:
+    index = _phone_index(keyring, phone)
+    return _worker_by_index(session, index) if index is not None else None
 
 
 def _worker_by_id(session: Session, homeworker_id: int, *, lock: bool = False) -> _Worker | None:
@@ -194,11 +203,39 @@ def local_date(moment: datetime) -> date:
 
 
 def _with_balance(session: Session, view: WorkerView, now: datetime) -> WorkerView:
-    totals = statements.balance(session, principal=_PLATFORM, homeworker_id=view.homeworker_id)
-    _, paid = payouts.totals_for_homeworker(
-        session, homeworker_id=view.homeworker_id, buyer_ids=None, since=month_start(now)
+    """Her figures in one statement (one round trip), as ``statements.balance`` gives them to
+    the platform (the channel speaks for it: every buyer she works for): what is owed on her
+    earned accounts (available = posted − held), payouts under way from those buyers, and
+    payouts settled into her wallet this month."""
+    worker_id = view.homeworker_id
+    owed = (
+        select(func.coalesce(func.sum(_ledger_accounts.c.balance - _ledger_accounts.c.held), 0))
+        .select_from(_earnings.join(_ledger_accounts, _ledger_accounts.c.id == _earnings.c.account_id))
+        .where(_earnings.c.homeworker_id == worker_id)
+        .scalar_subquery()
     )
-    return replace(view, owed=totals.earned, on_hold=totals.pending, paid_this_month=paid)
+    on_hold = (
+        select(func.coalesce(func.sum(_payouts.c.amount), 0))
+        .where(
+            _payouts.c.homeworker_id == worker_id,
+            _payouts.c.status.in_(payouts.IN_FLIGHT),
+            _payouts.c.buyer_id.in_(
+                select(_earnings.c.buyer_id).where(_earnings.c.homeworker_id == worker_id)
+            ),
+        )
+        .scalar_subquery()
+    )
+    paid = (
+        select(func.coalesce(func.sum(_payouts.c.amount), 0))
+        .where(
+            _payouts.c.homeworker_id == worker_id,
+            _payouts.c.status == PayoutStatus.SUCCEEDED.value,
+            _payouts.c.settled_at >= month_start(now),
+        )
+        .scalar_subquery()
+    )
+    row = session.execute(select(owed.label("owed"), on_hold.label("on_hold"), paid.label("paid"))).one()
+    return replace(view, owed=int(row.owed), on_hold=int(row.on_hold), paid_this_month=int(row.paid))
 
 
 def _with_payouts(session: Session, view: WorkerView, now: datetime) -> WorkerView:
@@ -372,10 +409,44 @@ def _open(
     now: datetime,
     timeout: timedelta,
 ) -> _Context | UssdOutcome:
-    worker = _worker_by_phone(session, keyring, phone)
+    index = _phone_index(keyring, phone)
+    if index is None:
+        return selfservice.unknown_number()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if steps and postgres:  # (SQLite cannot return the joined row's columns)
+        # The usual next key press: one statement finds her, checks that the session is hers
+        # and still running, touches it and locks its row (as the FOR UPDATE below would).
+        found = (
+            session.execute(
+                update(_sessions)
+                .where(
+                    _sessions.c.session_id == session_id,
+                    _sessions.c.homeworker_id == _workers.c.id,
+                    _workers.c.phone_index == index,
+                    _sessions.c.last_seen_at >= now - timeout,
+                )
+                .values(last_seen_at=now)
+                .returning(*_WORKER_COLUMNS, _sessions.c.pin_ok, _sessions.c.pin_tag, _sessions.c.dispute_ref)
+            )
+            .mappings()
+            .first()
+        )
+        if found is not None:
+            return _resumed(keyring, session_id, _worker(found), found, steps, now)
+    worker = _worker_by_index(session, index)
     if worker is None:
         return selfservice.unknown_number()
     lang = worker.language
+    if not steps:  # her first screen: a new session, unless the gateway sent this one before
+        dialect_insert = postgresql.insert if postgres else sqlite.insert
+        created = session.execute(
+            dialect_insert(_sessions)
+            .values(session_id=session_id, homeworker_id=worker.id, created_at=now, last_seen_at=now)
+            .on_conflict_do_nothing(index_elements=[_sessions.c.session_id])
+            .returning(_sessions.c.session_id)
+        ).first()
+        if created is not None:
+            return _Context(session_id, worker, steps, None, None, now)
     row = _session_row(session, session_id, lock=True)
     if row is None:
         if steps:
@@ -388,12 +459,24 @@ def _open(
     if row.homeworker_id != worker.id or now - row.last_seen_at > timeout:
         return selfservice.session_expired(lang)
     session.execute(update(_sessions).where(_sessions.c.session_id == session_id).values(last_seen_at=now))
-    verdict = row.pin_ok
+    return _resumed(keyring, session_id, worker, row._mapping, steps, now)
+
+
+def _resumed(
+    keyring: pii.Keyring,
+    session_id: str,
+    worker: _Worker,
+    row: RowMapping,
+    steps: tuple[str, ...],
+    now: datetime,
+) -> _Context | UssdOutcome:
+    """A running session's context; a cached PIN verdict holds only for the PIN it was for."""
+    verdict = row["pin_ok"]
     if verdict is not None:
         pin = login_pin(steps)
-        if pin is None or not hmac.compare_digest(_pin_tag(keyring, session_id, pin), row.pin_tag or ""):
-            return selfservice.session_expired(lang)
-    return _Context(session_id, worker, steps, verdict, row.dispute_ref, now)
+        if pin is None or not hmac.compare_digest(_pin_tag(keyring, session_id, pin), row["pin_tag"] or ""):
+            return selfservice.session_expired(worker.language)
+    return _Context(session_id, worker, steps, verdict, row["dispute_ref"], now)
 
 
 def _advance(session: Session, ctx: _Context) -> UssdOutcome | _Job:
@@ -474,7 +557,7 @@ def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _C
             return UssdTurn(selfservice.session_expired(lang))  # purged, or her PIN changed meanwhile
         queued = False
         if row.pin_ok is None:
-            queued = _record_try(session, worker=worker, ok=ok, rehashed=rehashed, now=ctx.now)
+            worker, queued = _record_try(session, worker=worker, ok=ok, rehashed=rehashed, now=ctx.now)
             session.execute(
                 update(_sessions)
                 .where(_sessions.c.session_id == ctx.session_id)
@@ -485,8 +568,6 @@ def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _C
             verdict = bool(row.pin_ok)  # a concurrent request of this session recorded it first
         else:
             return UssdTurn(selfservice.session_expired(lang))
-        worker = _worker_by_id(session, ctx.worker.id)
-        assert worker is not None
         step = _advance(session, replace(ctx, worker=worker, verdict=verdict))
         if isinstance(step, UssdOutcome):
             return UssdTurn(step, queued)
@@ -494,10 +575,13 @@ def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _C
     return UssdTurn(selfservice.session_expired(lang), queued)
 
 
-def _record_try(session: Session, *, worker: _Worker, ok: bool, rehashed: str | None, now: datetime) -> bool:
-    """Count a PIN try on her row (locked by the caller); True if it locked the menu (SMS queued)."""
+def _record_try(
+    session: Session, *, worker: _Worker, ok: bool, rehashed: str | None, now: datetime
+) -> tuple[_Worker, bool]:
+    """Count a PIN try on her row (locked by the caller): her row as it now is, and True if the
+    try locked the menu (SMS queued)."""
     if pins.is_locked(worker.locked_until, now=now):
-        return False  # locked meanwhile by another session: the screen says so, nothing to count
+        return worker, False  # locked meanwhile by another session: the screen says so, nothing to count
     values: dict[str, Any] = {}
     if ok:
         if worker.pin_failures:
@@ -510,8 +594,14 @@ def _record_try(session: Session, *, worker: _Worker, ok: bool, rehashed: str | 
         values["pin_locked_until"] = lockout.locked_until
     if values:
         session.execute(update(_workers).where(_workers.c.id == worker.id).values(**values))
+        worker = replace(
+            worker,
+            pin_hash=values.get("pin_hash", worker.pin_hash),
+            pin_failures=values.get("pin_failures", worker.pin_failures),
+            locked_until=values.get("pin_locked_until", worker.locked_until),
+        )
     if ok or values.get("pin_locked_until") is None:
-        return False
+        return worker, False
     locked_until = values["pin_locked_until"]
     log.info("ussd menu locked for homeworker %d after wrong PINs", worker.id)
     outbox.add(
@@ -524,7 +614,7 @@ def _record_try(session: Session, *, worker: _Worker, ok: bool, rehashed: str | 
         },
         now=now,
     )
-    return True
+    return worker, True
 
 
 def _set_pin(sessions: sessionmaker[Session], *, ctx: _Context, pin: str, outcome: UssdOutcome) -> UssdTurn:

@@ -10,23 +10,41 @@ confirmations on one order never accept more pieces than were put out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Result,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.expression import Executable
 
 from ledger import EntryDraft, Posting, journal
 from ledger.tables import table_of
 from payments import adjustments, chart, orders, parties, rates
 from payments.errors import InvalidState, NotFound, OverDelivery, ValidationFailed
 from payments.parties import Principal, Role
-from payments.tables import AssignmentRow, DeliveryRow
+from payments.tables import AdjustmentRow, AssignmentRow, DeliveryRow, EarningsAccountRow, OrderRow
 
 _deliveries = table_of(DeliveryRow)
 _assignments = table_of(AssignmentRow)
+_orders = table_of(OrderRow)
+_earnings = table_of(EarningsAccountRow)
+_adjustments = table_of(AdjustmentRow)
 
 
 class DeliveryStatus(StrEnum):
@@ -102,13 +120,20 @@ def confirm(
     reason: str | None,
     now: datetime,
 ) -> Delivery:
-    """Split a delivery into accepted and rejected pieces and post what is now owed."""
+    """Split a delivery into accepted and rejected pieces and post what is now owed.
+
+    Round trips are what a confirmation costs, so it reads in two statements: the order row
+    locked (every confirmation and delivery on an order serialises on it, so nothing below
+    can change under us), then the delivery and her assignment locked together with the
+    order's accepted total, her earnings account and her outstanding advance; one posting,
+    two updates, and the delivery as written comes back from its UPDATE (no re-read).
+    """
     principal.require(Role.BUYER)
-    delivery = _row(session, delivery_id)
-    order_row = orders.lock(session, order_id=delivery.order_id)
-    if order_row.buyer_id != principal.organization_id:
+    order_row = _execute(session, _LOCK_ORDER, {"delivery_id": delivery_id}).first()
+    if order_row is None or order_row.buyer_id != principal.organization_id:
         raise NotFound("delivery not found")
-    delivery = _row(session, delivery_id, for_update=True)
+    row = _locked_for_confirmation(session, delivery_id, buyer_id=order_row.buyer_id)
+    delivery = row if row is not None else _row(session, delivery_id, for_update=True)
     if delivery.status != DeliveryStatus.AWAITING_CONFIRMATION.value:
         raise InvalidState("this delivery is already confirmed", status=delivery.status)
     if accepted < 0 or rejected < 0 or accepted > orders.MAX_PIECES or rejected > orders.MAX_PIECES:
@@ -122,32 +147,31 @@ def confirm(
         raise ValidationFailed("say why pieces were rejected", field="reason")
     if reason and len(reason) > 500:
         raise ValidationFailed("the reason is at most 500 characters", field="reason")
-    assignment = _assignment(session, delivery.order_id, delivery.homeworker_id, for_update=True)
-    order_accepted = session.execute(
-        select(func.coalesce(func.sum(_assignments.c.accepted), 0)).where(
-            _assignments.c.order_id == delivery.order_id
-        )
-    ).scalar_one()
-    if assignment.accepted + accepted > assignment.quantity or order_accepted + accepted > order_row.quantity:
+    if row is None:
+        raise ValidationFailed("this homeworker is not assigned to the order", field="homeworker_id")
+    if (
+        row.assignment_accepted + accepted > row.assignment_quantity
+        or row.order_accepted + accepted > order_row.quantity
+    ):
         raise OverDelivery(
             "accepting these pieces would exceed what was put out",
-            assigned=assignment.quantity,
-            already_accepted=assignment.accepted,
+            assigned=row.assignment_quantity,
+            already_accepted=row.assignment_accepted,
             order_quantity=order_row.quantity,
         )
     amounts = rates.delivery_amounts(
-        before=assignment.accepted,
+        before=row.assignment_accepted,
         accepted=accepted,
         rate=Decimal(order_row.rate),
         unit=rates.Unit(order_row.unit),
         commission=orders.commission_of(order_row),
     )
-    earned_account = parties.earnings_account(
-        session, homeworker_id=delivery.homeworker_id, buyer_id=order_row.buyer_id, now=now
-    )
-    outstanding = adjustments.outstanding_advance(
-        session, homeworker_id=delivery.homeworker_id, buyer_id=order_row.buyer_id
-    )
+    earned_account = row.earned_account
+    if earned_account is None:  # her first earning from this buyer: open the account
+        earned_account = parties.earnings_account(
+            session, homeworker_id=delivery.homeworker_id, buyer_id=order_row.buyer_id, now=now
+        )
+    outstanding = int(row.outstanding_advance)
     recovered = rates.cap_deductions(payment=amounts.earning, requested=outstanding) if outstanding else 0
     entry_id = None
     if amounts.total > 0:
@@ -205,30 +229,159 @@ def confirm(
             entry_id=entry_id,
             now=now,
         )
-    session.execute(
+    _execute(
+        session,
+        _COUNT_ON_ASSIGNMENT,
+        {
+            "of_order": delivery.order_id,
+            "of_homeworker": delivery.homeworker_id,
+            "add_accepted": accepted,
+            "add_rejected": rejected,
+        },
+    )
+    written = _execute(
+        session,
+        _MARK_CONFIRMED,
+        {
+            "delivery_id": delivery_id,
+            "new_status": DeliveryStatus.CONFIRMED.value,
+            "new_accepted": accepted,
+            "new_rejected": rejected,
+            "new_reason": reason,
+            "new_earning": amounts.earning,
+            "new_commission": amounts.commission,
+            "new_recovered": recovered,
+            "new_entry_id": entry_id,
+            "new_confirmed_at": now,
+        },
+    ).one()
+    return _delivery(written)
+
+
+def _locked_for_confirmation(session: Session, delivery_id: int, *, buyer_id: int) -> Row[Any] | None:
+    """The delivery and her assignment, both locked (the caller holds the order's lock), with
+    what the confirmation needs beside them; None if she has no assignment on the order."""
+    return _execute(session, _LOCK_DELIVERY, {"delivery_id": delivery_id, "buyer_id": buyer_id}).first()
+
+
+def _confirmation_statements() -> tuple[Executable, Executable, Executable, Executable]:
+    """Built once: a confirmation's statements, with bound parameters."""
+    lock_order = (
+        select(_orders)
+        .where(
+            _orders.c.id
+            == select(_deliveries.c.order_id)
+            .where(_deliveries.c.id == bindparam("delivery_id", type_=BigInteger))
+            .scalar_subquery()
+        )
+        .with_for_update()
+    )
+    others = _assignments.alias("order_assignments")
+    buyer = bindparam("buyer_id", type_=BigInteger)
+    order_accepted = (
+        select(func.coalesce(func.sum(others.c.accepted), 0))
+        .where(others.c.order_id == _deliveries.c.order_id)
+        .scalar_subquery()
+    )
+    earned_account = (
+        select(_earnings.c.account_id)
+        .where(_earnings.c.homeworker_id == _deliveries.c.homeworker_id, _earnings.c.buyer_id == buyer)
+        .scalar_subquery()
+    )
+    advance = adjustments.AdjustmentKind.ADVANCE.value
+    recovery = adjustments.AdjustmentKind.RECOVERY.value
+    outstanding = (
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (_adjustments.c.kind == literal(advance), _adjustments.c.amount),
+                        else_=-_adjustments.c.amount,
+                    )
+                ),
+                0,
+            )
+        )
+        .where(
+            _adjustments.c.homeworker_id == _deliveries.c.homeworker_id,
+            _adjustments.c.buyer_id == buyer,
+            or_(_adjustments.c.kind == literal(advance), _adjustments.c.kind == literal(recovery)),
+        )
+        .scalar_subquery()
+    )
+    lock_delivery = (
+        select(
+            _deliveries,
+            _assignments.c.quantity.label("assignment_quantity"),
+            _assignments.c.accepted.label("assignment_accepted"),
+            order_accepted.label("order_accepted"),
+            earned_account.label("earned_account"),
+            outstanding.label("outstanding_advance"),
+        )
+        .select_from(
+            _deliveries.join(
+                _assignments,
+                and_(
+                    _assignments.c.order_id == _deliveries.c.order_id,
+                    _assignments.c.homeworker_id == _deliveries.c.homeworker_id,
+                ),
+            )
+        )
+        .where(_deliveries.c.id == bindparam("delivery_id", type_=BigInteger))
+        .with_for_update(of=[_deliveries, _assignments])
+    )
+    count = (
         update(_assignments)
         .where(
-            _assignments.c.order_id == delivery.order_id,
-            _assignments.c.homeworker_id == delivery.homeworker_id,
+            _assignments.c.order_id == bindparam("of_order", type_=BigInteger),
+            _assignments.c.homeworker_id == bindparam("of_homeworker", type_=BigInteger),
         )
-        .values(accepted=_assignments.c.accepted + accepted, rejected=_assignments.c.rejected + rejected)
-    )
-    session.execute(
-        update(_deliveries)
-        .where(_deliveries.c.id == delivery_id)
         .values(
-            status=DeliveryStatus.CONFIRMED.value,
-            accepted=accepted,
-            rejected=rejected,
-            reason=reason,
-            earning=amounts.earning,
-            commission=amounts.commission,
-            recovered=recovered,
-            entry_id=entry_id,
-            confirmed_at=now,
+            accepted=_assignments.c.accepted + bindparam("add_accepted", type_=BigInteger),
+            rejected=_assignments.c.rejected + bindparam("add_rejected", type_=BigInteger),
         )
     )
-    return get(session, principal=principal, delivery_id=delivery_id)
+    names = (
+        "status",
+        "accepted",
+        "rejected",
+        "reason",
+        "earning",
+        "commission",
+        "recovered",
+        "entry_id",
+        "confirmed_at",
+    )
+    mark = (
+        update(_deliveries)
+        .where(_deliveries.c.id == bindparam("delivery_id", type_=BigInteger))
+        .values({name: bindparam(f"new_{name}", type_=_deliveries.c[name].type) for name in names})
+        .returning(*_deliveries.c)
+    )
+    return lock_order, lock_delivery, count, mark
+
+
+_LOCK_ORDER, _LOCK_DELIVERY, _COUNT_ON_ASSIGNMENT, _MARK_CONFIRMED = _confirmation_statements()
+_DRIVER_SQL: dict[int, tuple[str, dict[str, Any]]] = {}
+
+
+def _execute(session: Session, statement: Executable, params: dict[str, Any]) -> Result[Any]:
+    """Run a prebuilt statement. On psycopg its SQL is compiled once and sent as is, skipping
+    SQLAlchemy's per-call cache key, bind and result processing (as ``journal.post`` does);
+    elsewhere (SQLite) through SQLAlchemy as usual."""
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        return connection.execute(statement, params)
+    compiled = _DRIVER_SQL.get(id(statement))
+    if compiled is None:
+        done = cast(ClauseElement, statement).compile(
+            dialect=dialect, compile_kwargs={"render_postcompile": True}
+        )
+        compiled = str(done), {k: v for k, v in done.params.items() if k not in params}
+        _DRIVER_SQL[id(statement)] = compiled
+    sql, constants = compiled
+    return connection.exec_driver_sql(sql, {**constants, **params} if constants else params)
 
 
 def get(session: Session, *, principal: Principal, delivery_id: int) -> Delivery:
@@ -309,9 +462,14 @@ def _delivery(row: Row[Any]) -> Delivery:
         commission=row.commission,
         recovered=row.recovered,
         entry_id=row.entry_id,
-        recorded_at=row.recorded_at,
-        confirmed_at=row.confirmed_at,
+        recorded_at=row.recorded_at.astimezone(UTC) if row.recorded_at.tzinfo else row.recorded_at,
+        confirmed_at=_utc(row.confirmed_at),
     )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Aware UTC, as the column type gives it (rows read through driver-level SQL skip it)."""
+    return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else moment
 
 
 def _platform() -> Principal:

@@ -19,7 +19,9 @@ Lockout, as a pure rule: the third wrong PIN in a row locks the menu for 15 minu
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +40,12 @@ MEMORY_COST_KIB = 16 * 1024
 PARALLELISM = 1
 
 _PIN = re.compile(rf"[0-9]{{{MIN_LENGTH},{MAX_LENGTH}}}")
+
+HASHING_SLOTS = max(1, os.cpu_count() or 1)
+_hashing = threading.BoundedSemaphore(HASHING_SLOTS)
+"""Argon2 runs in request threads (it releases the GIL). Dozens of them hashing at once on a
+2-core server only share the cores, each with its own 16 MiB, and starve the cheap screens
+(first screen, balance) of CPU; at most one hash per core runs, the rest wait their turn."""
 
 
 class InvalidPin(ValidationFailed):
@@ -76,7 +84,8 @@ def hash_pin(pin: str) -> str:
     """Hash a well-formed PIN with Argon2id; refuse a malformed one before spending CPU."""
     if not valid_pin_format(pin):
         raise InvalidPin("a PIN is 4 to 6 digits")
-    return _hasher().hash(pin)
+    with _hashing:
+        return _hasher().hash(pin)
 
 
 def verify_pin(*, pin_hash: str, pin: str) -> bool:
@@ -84,7 +93,8 @@ def verify_pin(*, pin_hash: str, pin: str) -> bool:
     if not valid_pin_format(pin):
         return False
     try:
-        return _hasher().verify(pin_hash, pin)
+        with _hashing:
+            return _hasher().verify(pin_hash, pin)
     except VerifyMismatchError:
         return False
     except (InvalidHashError, VerificationError) as exc:
