@@ -103,7 +103,7 @@ def canonical_content(draft: EntryDraft) -> dict[str, Any]:
         "postings": sorted([p.account_id, p.amount, p.currency] for p in draft.postings),
         "effective_at": draft.effective_at.isoformat(),
         "description": draft.description,
-        "metadata": json.loads(json.dumps(dict(draft.metadata), sort_keys=True)),
+        "metadata": json.loads(json.dumps(dict(draft.metadata), sort_keys=True)) if draft.metadata else {},
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.accounts import Account, AccountStatus, AccountType, Balance, sign
@@ -467,6 +467,34 @@ def _array(values: Iterable[int | str]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+def _call(session: Session, sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    """Call one of the ledger's PostgreSQL functions on the session's connection; its one row.
+
+    Straight through the driver's cursor: SQLAlchemy's statement execution and result
+    set-up cost more client CPU than the call itself, and the posting path is a few round
+    trips of which the client's share decides throughput with many workers on few cores.
+    The transaction is still the session's (``session.connection()`` begins it); driver
+    errors are raised as SQLAlchemy's, as ``exec_driver_sql`` would, so that units of work
+    recognise lock failures and retry them.
+    """
+    connection = session.connection()
+    driver: Any = connection.connection.dbapi_connection
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    except dbapi.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, driver, None)
+        if lost:  # as SQLAlchemy does: the pool must not hand this connection out again
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=connection.dialect
+        ) from exc
+    assert row is not None
+    return tuple(row)
+
+
 def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -483,23 +511,20 @@ def _post_one_pg(
     """PostgreSQL: one entry in one round trip (migration 0002's ledger_post_entry)."""
     release_account, release_amount = next(iter(released.items()), (None, 0))
     postings = draft.postings
-    status, entry_id, detail = (
-        session.connection()
-        .exec_driver_sql(
-            _POST_ENTRY,
-            {
-                "key": draft.key,
-                "content": json.dumps(content),
-                "reverses_id": reverses_id,
-                "accounts": _array(p.account_id for p in postings),
-                "amounts": _array(p.amount for p in postings),
-                "currencies": _array(p.currency for p in postings),
-                "now": now,
-                "release_account": release_account,
-                "release_amount": release_amount,
-            },
-        )
-        .one()
+    status, entry_id, detail = _call(
+        session,
+        _POST_ENTRY,
+        {
+            "key": draft.key,
+            "content": json.dumps(content),
+            "reverses_id": reverses_id,
+            "accounts": _array(p.account_id for p in postings),
+            "amounts": _array(p.amount for p in postings),
+            "currencies": _array(p.currency for p in postings),
+            "now": now,
+            "release_account": release_account,
+            "release_amount": release_amount,
+        },
     )
     if status == "posted":
         return JournalEntry(
@@ -536,21 +561,18 @@ def _post_many_pg(
             amounts.append(posting.amount)
             currencies.append(posting.currency)
     try:
-        status, idx, entry_ids, detail = (
-            session.connection()
-            .exec_driver_sql(
-                _POST_ENTRIES,
-                {
-                    "keys": [d.key for d in drafts],
-                    "contents": json.dumps(contents),
-                    "idx": _array(entry_idx),
-                    "accounts": _array(accounts),
-                    "amounts": _array(amounts),
-                    "currencies": _array(currencies),
-                    "now": now,
-                },
-            )
-            .one()
+        status, idx, entry_ids, detail = _call(
+            session,
+            _POST_ENTRIES,
+            {
+                "keys": [d.key for d in drafts],
+                "contents": json.dumps(contents),
+                "idx": _array(entry_idx),
+                "accounts": _array(accounts),
+                "amounts": _array(amounts),
+                "currencies": _array(currencies),
+                "now": now,
+            },
         )
     except IntegrityError as exc:
         if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "uq_ledger_entries_key":
