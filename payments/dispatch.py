@@ -765,17 +765,17 @@ class Dispatcher:
         self._complete_run_in(s, row.run_id, now)
 
     def _complete_run_in(self, s: Session, run_id: int, now: datetime) -> None:
-        """The run is complete once none of its payouts is unresolved (one statement)."""
-        still_open = (
-            select(_payouts.c.id)
-            .where(_payouts.c.run_id == run_id, _payouts.c.status.in_(UNRESOLVED))
-            .exists()
-        )
-        s.execute(
-            update(_runs)
-            .where(_runs.c.id == run_id, _runs.c.status == RunStatus.DISPATCHING.value, ~still_open)
-            .values(status=RunStatus.COMPLETED.value, completed_at=now)
-        )
+        """The run is complete once none of its payouts is unresolved (one statement).
+
+        Two settlements committing at once may each still see the other's payout open, so
+        neither completes the run: :meth:`complete_runs` (the sweep) closes what they missed.
+        """
+        _complete_runs_in(s, now, run_id=run_id)
+
+    def complete_runs(self) -> int:
+        """Complete every dispatching run whose payouts all have an outcome; how many were."""
+        with atomic(self.sessions) as s:
+            return _complete_runs_in(s, self.clock())
 
     def _fail(self, payout_id: int, *, code: str, reason: str, source: str) -> PayoutStatus:
         with atomic(self.sessions) as s:
@@ -1000,3 +1000,16 @@ def _event_payload(event: CallbackEvent) -> dict[str, Any]:
 
 def _platform() -> parties.Principal:
     return parties.Principal(key_id=0, role=parties.Role.ADMIN, organization_id=None)
+
+
+def _complete_runs_in(s: Session, now: datetime, *, run_id: int | None = None) -> int:
+    still_open = (
+        select(_payouts.c.id)
+        .where(_payouts.c.run_id == _runs.c.id, _payouts.c.status.in_(UNRESOLVED))
+        .exists()
+    )
+    query = update(_runs).where(_runs.c.status == RunStatus.DISPATCHING.value, ~still_open)
+    if run_id is not None:
+        query = query.where(_runs.c.id == run_id)
+    result = s.execute(query.values(status=RunStatus.COMPLETED.value, completed_at=now))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -130,13 +130,15 @@ def resolve_batch(payout_ids: list[int]) -> dict[str, str]:
 
 @celery_app.task(name="payouts.sweep")
 def sweep_payouts() -> dict[str, int]:
-    """Find payouts that need sending or asking about (after crashes, backoffs) and queue them."""
-    resend, ask = runtime().dispatcher.due()
+    """Find payouts that need sending or asking about (after crashes, backoffs) and queue them;
+    complete runs whose last settlements raced each other."""
+    dispatcher = runtime().dispatcher
+    resend, ask = dispatcher.due()
     for payout_id in resend:
         celery_app.send_task("payouts.dispatch", kwargs={"payout_id": payout_id})
     for payout_id in ask:
         celery_app.send_task("payouts.resolve", kwargs={"payout_id": payout_id})
-    return {"resend": len(resend), "ask": len(ask)}
+    return {"resend": len(resend), "ask": len(ask), "runs_completed": dispatcher.complete_runs()}
 
 
 @celery_app.task(name="sms.send", bind=True, max_retries=SMS_MAX_RETRIES)

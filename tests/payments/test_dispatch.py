@@ -399,3 +399,43 @@ def test_a_batchs_accepted_payouts_get_one_status_check_which_skips_the_settled(
     assert dispatcher.resolve(second[0]) is PayoutStatus.SUCCEEDED
     resolved = dispatcher.resolve_many(second)
     assert resolved == dict.fromkeys(second[1:], PayoutStatus.SUCCEEDED)
+
+
+def test_a_run_whose_last_settlements_raced_is_completed_by_the_sweep(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
+) -> None:
+    from sqlalchemy import update
+
+    from payments.tables import PayoutRunRow
+
+    for amount in (30_000, 40_000):
+        earn(pg_factory, buyer, make_worker(pg_factory, buyer), amount)
+    the_run = run(pg_factory, buyer)
+    for payout in the_run.payouts:
+        assert dispatcher.dispatch(payout.id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
+        assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    with atomic(pg_factory) as s:  # as if each settlement had still seen the other's payout open
+        s.execute(
+            update(PayoutRunRow)
+            .where(PayoutRunRow.id == the_run.id)
+            .values(status=RunStatus.DISPATCHING.value, completed_at=None)
+        )
+    assert dispatcher.complete_runs() >= 1
+    with pg_factory() as s:
+        assert payouts.get_run(s, principal=buyer.principal, run_id=the_run.id).status is RunStatus.COMPLETED
+
+
+def test_the_sweep_leaves_a_run_with_an_open_payout_dispatching(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
+) -> None:
+    for amount in (30_000, 40_000):
+        earn(pg_factory, buyer, make_worker(pg_factory, buyer), amount)
+    the_run = run(pg_factory, buyer)
+    first = the_run.payouts[0]
+    assert dispatcher.dispatch(first.id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
+    assert dispatcher.resolve(first.id) is PayoutStatus.SUCCEEDED
+    dispatcher.complete_runs()
+    with pg_factory() as s:
+        assert (
+            payouts.get_run(s, principal=buyer.principal, run_id=the_run.id).status is RunStatus.DISPATCHING
+        )
