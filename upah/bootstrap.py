@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -200,6 +201,26 @@ def embedded_sandbox(settings: Settings, keys: Keys) -> EmbeddedSandbox:
         faults=FaultPlan.parse(settings.upah_sandbox_faults),
     )
     return EmbeddedSandbox(app=app, close=sandbox_service(app).close)
+
+
+def worker_command(*, beat: bool, pool: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """The Celery worker's command line (the app named as a string: upah never imports workers)."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app:celery_app",
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        command.append("--beat")
+    return command
 
 
 def sandbox_store(settings: Settings) -> Path:

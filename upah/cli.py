@@ -85,7 +85,7 @@ def serve(
     worker = None
     if settings.is_embedded:
         upgrade(settings.database_url)
-        worker = subprocess.Popen(_worker_command(beat=True, pool="solo", concurrency=1))  # noqa: S603
+        worker = subprocess.Popen(bootstrap.worker_command(beat=True, pool="solo", concurrency=1))  # noqa: S603
     try:
         uvicorn.run("api.main:serve_app", factory=True, host=host, port=port, log_level="info")
     finally:
@@ -103,27 +103,8 @@ def worker_command(
     pool: Annotated[str, typer.Option("--pool", help="prefork, threads or solo")] = "prefork",
 ) -> None:
     """Run a Celery worker: dispatch, status resolution, SMS, sealing, sweeping."""
-    command = _worker_command(beat=beat, pool=pool, concurrency=concurrency)
+    command = bootstrap.worker_command(beat=beat, pool=pool, concurrency=concurrency)
     os.execv(command[0], command)  # noqa: S606 - becomes the worker, signals and all
-
-
-def _worker_command(*, beat: bool, pool: str, concurrency: int) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app:celery_app",
-        "worker",
-        "--loglevel=INFO",
-        f"--pool={pool}",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if beat:
-        command.append("--beat")
-    return command
 
 
 @app.command("sandbox-provider")

@@ -358,26 +358,17 @@ class Story:
                         )
                     progress.advance(task)
             with atomic(self.sessions) as s:
-                for index in (4, 5, 6):
-                    adjustments.add(
-                        s,
-                        principal=cast.makers["kok"],
-                        homeworker_id=cast.workers[index],
-                        kind=adjustments.AdjustmentKind.ALLOWANCE,
-                        amount=demo_data.ELECTRICITY_ALLOWANCE,
-                        memo="tunjangan listrik (electricity allowance), this month",
-                        now=now,
-                    )
-                for index in (7, 8, 9, 10, 11):
-                    adjustments.add(
-                        s,
-                        principal=cast.makers["tekstil"],
-                        homeworker_id=cast.workers[index],
-                        kind=adjustments.AdjustmentKind.BONUS,
-                        amount=demo_data.EID_BONUS,
-                        memo="THR Idul Fitri (Eid bonus)",
-                        now=now,
-                    )
+                for payer, indices, kind, amount, memo in demo_data.ADJUSTMENTS:
+                    for index in indices:
+                        adjustments.add(
+                            s,
+                            principal=cast.makers[payer],
+                            homeworker_id=cast.workers[index],
+                            kind=kind,
+                            amount=amount,
+                            memo=memo,
+                            now=now,
+                        )
             progress.advance(task)
         self.console.print(findings)
         self.console.print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from payments.adjustments import AdjustmentKind
 from payments.rates import Commission, CommissionKind, Unit
 
 
@@ -161,6 +162,17 @@ REJECTED = ("PO-SANDAL-01", 0, "lem belepotan")
 
 ELECTRICITY_ALLOWANCE = 25_000
 EID_BONUS = 100_000
+ADJUSTMENTS = (
+    (
+        "kok",
+        (4, 5, 6),
+        AdjustmentKind.ALLOWANCE,
+        ELECTRICITY_ALLOWANCE,
+        "tunjangan listrik (electricity allowance)",
+    ),
+    ("tekstil", (7, 8, 9, 10, 11), AdjustmentKind.BONUS, EID_BONUS, "THR Idul Fitri (Eid bonus)"),
+)
+"""(buyer, homeworkers, kind, amount, memo): Malang's allowance and Medan's and Yogyakarta's Eid bonus."""
 ADVANCE = ("sepatu", 1, 150_000)
 """Nur's kasbon, recovered from her later earnings, at most half of each."""
 

@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -87,21 +86,8 @@ def running(*, env: Mapping[str, str]) -> Iterator[Stack]:
         logs = settings.data_dir / ".upah"
         _quiet_api_logs(logs / "demo-api.log")
         with (logs / "demo-worker.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app:celery_app",
-                    "worker",
-                    "--beat",
-                    "--loglevel=WARNING",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+            worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                bootstrap.worker_command(beat=True, pool="prefork", concurrency=2, loglevel="WARNING"),
                 env=dict(os.environ),
                 cwd=settings.data_dir,
                 stdout=log,
