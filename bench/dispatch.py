@@ -39,6 +39,7 @@ from ledger import chain
 from payments import deliveries, orders, parties, payouts, pii, rates
 from payments.parties import OrganizationKind, Principal, Role
 from payments.tables import HomeworkerRow, OutboxRow, PayoutEventRow, PayoutRow
+from upah import bootstrap
 from upah.db import make_engine, make_session_factory, transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,21 +202,9 @@ def through_workers(
     url: str, env: dict[str, str], buyer: Principal, count: int, servers: dict[str, int]
 ) -> Measured:
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app:celery_app",
-            "worker",
-            "--beat",
-            "--loglevel=WARNING",
-            "--pool=prefork",
-            "--concurrency=2",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        bootstrap.worker_command(
+            beat=True, pool="prefork", concurrency=2, loglevel="WARNING", heartbeat=False
+        ),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

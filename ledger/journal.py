@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,7 +45,7 @@ from ledger.errors import (
 )
 from ledger.holds import Hold, HoldStatus, check_resolvable
 from ledger.money import check_amount, check_currency
-from ledger.tables import AccountRow, EntryRow, HoldRow, PostingRow, RejectionRow, table_of
+from ledger.tables import AccountRow, EntryRow, HoldRow, PostingRow, RejectionRow, insert_or_ignore, table_of
 
 _accounts = table_of(AccountRow)
 _entries = table_of(EntryRow)
@@ -852,12 +851,7 @@ def _entry_values(
 def _insert_ignore(
     session: Session, table: Any, values: dict[str, Any], conflict: list[str], *, returning: bool = False
 ) -> int | None:
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
-    else:
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+    stmt = insert_or_ignore(session, table, conflict).values(values)
     if returning:
         return session.execute(stmt.returning(table.c.id)).scalar_one_or_none()
     session.execute(stmt)

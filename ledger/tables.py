@@ -26,8 +26,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -171,6 +172,13 @@ class CheckpointRow(Base):
     signature: Mapped[str] = mapped_column(Text)
     public_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+def insert_or_ignore(session: Session, table: Table, conflict: list[str]) -> Any:
+    """``INSERT … ON CONFLICT (conflict) DO NOTHING`` in the session's dialect (PostgreSQL or
+    SQLite); add ``.values(…)`` and ``.returning(…)`` as needed."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
 def table_of(row: type[Base]) -> Table:

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, case, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from ledger import EntryDraft, Posting, journal
@@ -102,17 +102,35 @@ def add(
 
 def outstanding_advance(session: Session, *, homeworker_id: int, buyer_id: int) -> int:
     """Advances not yet recovered."""
-    rows = session.execute(
-        select(_adjustments.c.kind, func.sum(_adjustments.c.amount))
+    return int(session.execute(select(outstanding_advance_of(homeworker_id, buyer_id))).scalar_one())
+
+
+def outstanding_advance_of(homeworker_id: Any, buyer_id: Any) -> Any:
+    """Advances minus recoveries, as a scalar subquery, for a homeworker and buyer given as
+    values or as columns of an enclosing query (the confirmation reads it beside its locks)."""
+    return (
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (_adjustments.c.kind == literal(AdjustmentKind.ADVANCE.value), _adjustments.c.amount),
+                        else_=-_adjustments.c.amount,
+                    )
+                ),
+                0,
+            )
+        )
         .where(
             _adjustments.c.homeworker_id == homeworker_id,
             _adjustments.c.buyer_id == buyer_id,
-            _adjustments.c.kind.in_([AdjustmentKind.ADVANCE.value, AdjustmentKind.RECOVERY.value]),
+            # not IN (…): an expanding parameter would stop the confirmation compiling it once
+            or_(
+                _adjustments.c.kind == literal(AdjustmentKind.ADVANCE.value),
+                _adjustments.c.kind == literal(AdjustmentKind.RECOVERY.value),
+            ),
         )
-        .group_by(_adjustments.c.kind)
-    ).all()
-    totals = {kind: int(total) for kind, total in rows}
-    return totals.get("advance", 0) - totals.get("recovery", 0)
+        .scalar_subquery()
+    )
 
 
 def record_recovery(

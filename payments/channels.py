@@ -41,7 +41,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Row, RowMapping, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -49,7 +48,7 @@ from sqlalchemy.sql.expression import Executable
 from integrations import phones
 from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
 from ledger import atomic
-from ledger.tables import AccountRow, table_of
+from ledger.tables import AccountRow, insert_or_ignore, table_of
 from payments import messages, outbox, payouts, pii, pins, rates, selfservice
 from payments.errors import PaymentsError
 from payments.messages import FailureReason, Language
@@ -438,11 +437,9 @@ def _open(
         return selfservice.unknown_number()
     lang = worker.language
     if not steps:  # her first screen: a new session, unless the gateway sent this one before
-        dialect_insert = postgresql.insert if postgres else sqlite.insert
         created = session.execute(
-            dialect_insert(_sessions)
+            insert_or_ignore(session, _sessions, ["session_id"])
             .values(session_id=session_id, homeworker_id=worker.id, created_at=now, last_seen_at=now)
-            .on_conflict_do_nothing(index_elements=[_sessions.c.session_id])
             .returning(_sessions.c.session_id)
         ).first()
         if created is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -21,11 +21,8 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
-    case,
     func,
     insert,
-    literal,
-    or_,
     select,
     update,
 )
@@ -288,27 +285,7 @@ def _confirmation_statements() -> tuple[Executable, Executable, Executable, Exec
         .where(_earnings.c.homeworker_id == _deliveries.c.homeworker_id, _earnings.c.buyer_id == buyer)
         .scalar_subquery()
     )
-    advance = adjustments.AdjustmentKind.ADVANCE.value
-    recovery = adjustments.AdjustmentKind.RECOVERY.value
-    outstanding = (
-        select(
-            func.coalesce(
-                func.sum(
-                    case(
-                        (_adjustments.c.kind == literal(advance), _adjustments.c.amount),
-                        else_=-_adjustments.c.amount,
-                    )
-                ),
-                0,
-            )
-        )
-        .where(
-            _adjustments.c.homeworker_id == _deliveries.c.homeworker_id,
-            _adjustments.c.buyer_id == buyer,
-            or_(_adjustments.c.kind == literal(advance), _adjustments.c.kind == literal(recovery)),
-        )
-        .scalar_subquery()
-    )
+    outstanding = adjustments.outstanding_advance_of(_deliveries.c.homeworker_id, buyer)
     lock_delivery = (
         select(
             _deliveries,
@@ -462,11 +439,15 @@ def _delivery(row: Row[Any]) -> Delivery:
         commission=row.commission,
         recovered=row.recovered,
         entry_id=row.entry_id,
-        recorded_at=row.recorded_at.astimezone(UTC) if row.recorded_at.tzinfo else row.recorded_at,
+        recorded_at=_utc(row.recorded_at),
         confirmed_at=_utc(row.confirmed_at),
     )
 
 
+@overload
+def _utc(moment: datetime) -> datetime: ...
+@overload
+def _utc(moment: None) -> None: ...
 def _utc(moment: datetime | None) -> datetime | None:
     """Aware UTC, as the column type gives it (rows read through driver-level SQL skip it)."""
     return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else moment

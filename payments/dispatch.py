@@ -32,7 +32,6 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.providers.base import (
@@ -48,7 +47,7 @@ from integrations.providers.base import (
     TransferStatus,
 )
 from ledger import EntryDraft, Posting, atomic, journal
-from ledger.tables import table_of
+from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
 from payments.payout_states import PayoutStatus, RunStatus, transition
 from payments.payouts import Event, record_event, record_events
@@ -311,9 +310,7 @@ class Dispatcher:
             row = _find_payout(s, provider_name, event)
             outcome = self._callback_outcome(s, row, event, now)
             recorded = s.execute(
-                _insert_ignoring_duplicates(s, _callbacks, ["provider", "event_id"]).returning(
-                    _callbacks.c.id
-                ),
+                insert_or_ignore(s, _callbacks, ["provider", "event_id"]).returning(_callbacks.c.id),
                 {
                     "provider": provider_name,
                     "event_id": event.event_id,
@@ -363,8 +360,9 @@ class Dispatcher:
             s.execute(
                 update(_workers).where(_workers.c.id == row.homeworker_id).values(wallet_verified_at=now)
             )
-            self._submit_in(s, row, now)
-            return self._request(s, row)
+            found = self._submit_ready_in(s, row, now)
+        assert found is not None  # her wallet is verified now
+        return found
 
     def _submit_ready_in(self, s: Session, row: Row[Any], now: datetime) -> _Send | PayoutStatus | None:
         """Within ``s``: submit a payout that is ready and return what to send; or its status
@@ -519,31 +517,6 @@ class Dispatcher:
             callback_url=self.callback_url(row.provider),
         )
         return _Send(row.provider, request)
-
-    def _submit_in(self, s: Session, row: Row[Any], now: datetime) -> None:
-        transition(PayoutStatus(row.status), target=PayoutStatus.SUBMITTED)
-        entry_id = self._capture_in(s, row, now)
-        s.execute(
-            update(_payouts)
-            .where(_payouts.c.id == row.id)
-            .values(
-                status=PayoutStatus.SUBMITTED.value,
-                dispatch_entry_id=entry_id,
-                attempts=row.attempts + 1,
-                submitted_at=now,
-                next_attempt_at=None,
-                updated_at=now,
-            )
-        )
-        record_event(
-            s,
-            payout_id=row.id,
-            from_status=PayoutStatus(row.status),
-            to_status=PayoutStatus.SUBMITTED,
-            source="dispatch",
-            detail={"attempt": row.attempts + 1},
-            now=now,
-        )
 
     def _capture_in(self, s: Session, row: Row[Any], now: datetime) -> int:
         """The dispatch entry: her earned hold captured into the provider's in-flight account."""
@@ -977,13 +950,6 @@ def _find_payout(s: Session, provider: str, event: CallbackEvent) -> Row[Any] | 
             .with_for_update()
         ).first()
     return None
-
-
-def _insert_ignoring_duplicates(s: Session, table: Any, conflict: list[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
-    if s.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
 def _event_payload(event: CallbackEvent) -> dict[str, Any]:

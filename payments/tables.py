@@ -383,9 +383,7 @@ class SmsMessageRow(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 
-    __table_args__ = (
-        CheckConstraint("status IN ('pending','sent','failed','skipped')", name="status"),
-    )
+    __table_args__ = (CheckConstraint("status IN ('pending','sent','failed','skipped')", name="status"),)
 
 
 # --- audit: reconciliation (issue 6) -----------------------------------------------------------

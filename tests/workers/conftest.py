@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from api.main import create_app
 from ledger import chain
 from payments import pii
 from tests.sandbox import LiveSandbox
+from upah import bootstrap
 from upah.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,21 +66,9 @@ class Stack:
 
     def _spawn(self, concurrency: int, log: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app:celery_app",
-                "worker",
-                "--beat",
-                "--loglevel=WARNING",
-                "--pool=prefork",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            bootstrap.worker_command(
+                beat=True, pool="prefork", concurrency=concurrency, loglevel="WARNING", heartbeat=False
+            ),
             env=self.env,
             cwd=self.tmp,
             stdout=log,
