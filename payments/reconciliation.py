@@ -45,16 +45,18 @@ import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from itertools import compress, repeat
-from operator import attrgetter, eq, is_not, itemgetter, not_
+from operator import and_, attrgetter, eq, is_not, itemgetter, not_
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, func, insert, select, update
+from sqlalchemy import DateTime, Row, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from integrations import phones
@@ -275,20 +277,18 @@ def _parse_statement(data: bytes | str, *, provider: str) -> Statement:
     nul = text.find("\x00")
     if nul >= 0:
         raise InvalidStatement("contains binary data (a NUL byte)", line=text.count("\n", 0, nul) + 1)
-    if not text.strip():
+    if not text or text.isspace():
         raise InvalidStatement("the statement is empty", field="statement")
+    if fmt is StatementFormat.SANDBOX and '"' not in text and "\r" not in text:
+        fast = _sandbox_fast(text)
+        if fast is not None:
+            return Statement(provider, fmt, sha, len(raw), fast, 0)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
         detected = _detect(header)
         if detected is not fmt:
             _refuse_header(header, fmt, detected)
-        if fmt is StatementFormat.SANDBOX and '"' not in text:
-            fast = _sandbox_fast(text, header)
-            if fast is not None:
-                return Statement(provider, fmt, sha, len(raw), fast, 0)
-            reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-            next(reader)
         parse_row = _sandbox_row if fmt is StatementFormat.SANDBOX else _xendit_parser(header)
         lines: list[StatementLine] = []
         skipped = 0
@@ -442,17 +442,21 @@ def _sandbox_row(row: list[str], number: int) -> StatementLine:
     )
 
 
-def _sandbox_fast(text: str, header: list[str]) -> tuple[StatementLine, ...] | None:
-    """A clean sandbox statement, checked and converted a column at a time, or None.
+def _sandbox_fast(text: str) -> tuple[StatementLine, ...] | None:
+    """A clean sandbox statement without quotes or carriage returns, checked and converted a
+    column at a time, or None.
 
     None sends the statement through the line-by-line parser, which finds and names the
-    first bad line; so this path only ever accepts what that one would, and faster
-    (a statement without quotes has one record per physical line: line = record + 1).
+    first bad line; so this path only ever accepts what that one would, and faster. Such a
+    statement has one record per physical line (line = record + 1), and a record is its line
+    split at the commas: ``str.split`` does that at twice the speed of ``csv.reader``.
     """
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))[1:]
-    except csv.Error:
+    split = str.split
+    records = split(text.removesuffix("\n"), "\n")
+    header = split(records[0], ",")
+    if _detect(header) is not StatementFormat.SANDBOX:
         return None
+    rows = [split(record, ",") for record in records[1:]]
     if not rows:
         return ()
     if len(rows) > MAX_LINES or set(map(len, rows)) != {len(SANDBOX_COLUMNS)}:
@@ -575,7 +579,7 @@ _REFERENCE = attrgetter("reference")
 _KEY = attrgetter("idempotency_key")
 _PROVIDER_REFERENCE = attrgetter("provider_reference")
 _AMOUNT = attrgetter("amount")
-_CURRENCY_OF = attrgetter("currency")
+_MONEY = attrgetter("amount", "currency")
 _STATUS = attrgetter("status")
 _CONSISTENT_WITH: defaultdict[str, frozenset[ProviderStatus]] = defaultdict(frozenset, _CONSISTENT)
 
@@ -639,17 +643,13 @@ def classify(
         quick_payouts = list(compress(hits, found))  # type: ignore[arg-type]
         rest = list(compress(lines, map(not_, found)))
     ids = list(map(_ID, quick_payouts))
-    first = dict(zip(ids, zip(quick_lines, quick_payouts, repeat("reference")), strict=True))
-    if len(first) != len(ids):  # some payout has two lines: keep the first, the others are "more"
-        repeated = {i for i, n in Counter(ids).items() if n > 1}
-        seen: set[int] = set()
-        for line, payout in zip(quick_lines, quick_payouts, strict=True):
-            if payout.id in repeated:
-                if payout.id in seen:
-                    more[payout.id].append((line, "reference"))
-                else:
-                    seen.add(payout.id)
-                    first[payout.id] = (line, payout, "reference")
+    found_by_reference = list(zip(quick_lines, quick_payouts, repeat("reference")))
+    # Built backwards, so that a payout with two lines keeps its first; the others are "more".
+    first = dict(zip(reversed(ids), reversed(found_by_reference), strict=True))
+    if len(first) != len(ids):
+        firsts = map(itemgetter(0), map(first.__getitem__, ids))
+        for line, payout, how in compress(found_by_reference, map(is_not, firsts, quick_lines)):
+            more[payout.id].append((line, how))
     # 2. Everything else, rule by rule.
     unmatched: list[StatementLine] = []
     for line in rest:
@@ -663,7 +663,8 @@ def classify(
     strays: list[StatementLine] = []
     if unmatched:
         pool: dict[tuple[int, str], list[LedgerPayout]] = defaultdict(list)
-        for p in every:
+        amounts = {line.amount for line in unmatched}
+        for p in compress(every, map(amounts.__contains__, map(_AMOUNT, every))):
             if p.id not in first and p.status != PayoutStatus.CREATED.value and p.at is not None:
                 pool[(p.amount, p.currency)].append(p)
         candidates = {
@@ -681,21 +682,17 @@ def classify(
             else:
                 first[chosen.id] = (line, chosen, "amount_wallet_date")
     # 3. One line per payout: compare amount, currency and status a column at a time.
-    singles = list(first.values()) if not more else [v for k, v in first.items() if k not in more]
+    singles = list(compress(first.values(), map(not_, map(more.__contains__, first))))
     single_lines = list(map(itemgetter(0), singles))
     single_payouts = list(map(itemgetter(1), singles))
     agree = list(
         map(
-            all,
-            zip(
-                map(eq, map(_AMOUNT, single_payouts), map(_AMOUNT, single_lines)),
-                map(eq, map(_CURRENCY_OF, single_payouts), map(_CURRENCY_OF, single_lines)),
-                map(
-                    frozenset.__contains__,
-                    map(_CONSISTENT_WITH.__getitem__, map(_STATUS, single_payouts)),
-                    map(_STATUS, single_lines),
-                ),
-                strict=True,
+            and_,
+            map(eq, map(_MONEY, single_payouts), map(_MONEY, single_lines)),
+            map(
+                frozenset.__contains__,
+                map(_CONSISTENT_WITH.__getitem__, map(_STATUS, single_payouts)),
+                map(_STATUS, single_lines),
             ),
         )
     )
@@ -925,12 +922,15 @@ def reconcile(
     period_from: datetime | None = None,
     period_to: datetime | None = None,
     window: timedelta = DEFAULT_WINDOW,
+    payouts: Callable[[], list[LedgerPayout]] | None = None,
 ) -> Run:
     """Match a parsed statement against the payouts in the caller's scope and store the run.
 
     ``principal`` None is the system (CLI, nightly task): platform-wide. An organisation's
     auditor sees only its payouts; lines of other organisations' payouts are counted as
     ``out_of_scope`` and not stored. Without a keyring, nothing is matched by wallet.
+    ``payouts`` collects the provider's payouts when the caller started loading them
+    already (:func:`loading_payouts`).
     """
     organization_id = _authorise(principal)
     if window < timedelta(0) or window > timedelta(days=31):
@@ -941,10 +941,12 @@ def reconcile(
             period_from, period_to = min(moments), max(moments)
     if period_from is not None and period_to is not None and period_from > period_to:
         raise ValidationFailed("the period ends before it starts", field="from")
-    with gc_paused():
+    loading = nullcontext(payouts) if payouts else loading_payouts(session, provider=statement.provider)
+    with gc_paused(), loading as loaded:
         return _reconcile(
             session,
             statement=statement,
+            payouts=loaded(),
             principal=principal,
             organization_id=organization_id,
             source=source,
@@ -971,26 +973,30 @@ def reconcile_statement(
 ) -> Run:
     """Parse a provider's statement and reconcile it: what the API, the CLI and the nightly task call.
 
-    A bad statement raises :class:`InvalidStatement` before anything is written.
+    A bad statement raises :class:`InvalidStatement` before anything is written. The
+    database selects the payouts while the statement is parsed.
     """
     _authorise(principal)
-    return reconcile(
-        session,
-        statement=parse_statement(data, provider=provider),
-        principal=principal,
-        source=source,
-        keyring=keyring,
-        now=now,
-        period_from=period_from,
-        period_to=period_to,
-        window=window,
-    )
+    with loading_payouts(session, provider=provider) as payouts:
+        return reconcile(
+            session,
+            statement=parse_statement(data, provider=provider),
+            principal=principal,
+            source=source,
+            keyring=keyring,
+            now=now,
+            period_from=period_from,
+            period_to=period_to,
+            window=window,
+            payouts=payouts,
+        )
 
 
 def _reconcile(
     session: Session,
     *,
     statement: Statement,
+    payouts: list[LedgerPayout],
     principal: Principal | None,
     organization_id: int | None,
     source: Source,
@@ -1000,7 +1006,6 @@ def _reconcile(
     period_to: datetime | None,
     window: timedelta,
 ) -> Run:
-    payouts = load_payouts(session, provider=statement.provider)
     matched, exceptions = classify(
         statement.lines,
         payouts,
@@ -1018,15 +1023,16 @@ def _reconcile(
     summary["lines"] = len(statement.lines)
     summary["skipped"] = statement.skipped
     summary["out_of_scope"] = everything - len(matched) - len(exceptions)
-    matches = [[line.line, payout.id] for line, payout, _how in matched]
     masked: dict[str | None, str | None] = {}
     exception_rows = [_exception_values(f, now, masked) for f in exceptions]
-    matches_json = json.dumps(matches, separators=(",", ":"))
+    matches_json = _pairs_json(
+        map(attrgetter("line"), map(itemgetter(0), matched)), map(_ID, map(itemgetter(1), matched))
+    )
     report_sha = _report_digest(
         statement, period_from, period_to, window, summary, matches_json, exception_rows
     )
-    run_id = session.execute(
-        insert(_runs).returning(_runs.c.id),
+    run = session.execute(
+        insert(_runs).returning(*_RUN_COLUMNS),
         {
             "provider": statement.provider,
             "statement_format": statement.format.value,
@@ -1044,14 +1050,50 @@ def _reconcile(
             "report_sha256": report_sha,
             "created_at": now,
         },
-    ).scalar_one()
-    if exception_rows:
-        session.execute(insert(_exceptions), [{**row, "run_id": run_id} for row in exception_rows])
-    return _load_run(session, run_id)
+    ).one()
+    stored = _store_exceptions(session, [{**row, "run_id": run.id} for row in exception_rows])
+    return _run_of(run, [_exception_of(r, []) for r in stored])
 
 
-def load_payouts(session: Session, *, provider: str) -> list[LedgerPayout]:
-    """Every payout sent through ``provider`` that the provider could have seen."""
+def _store_exceptions(session: Session, rows: list[dict[str, Any]]) -> Sequence[Row[Any]]:
+    """Insert a run's exceptions and read them back as stored, in order.
+
+    On PostgreSQL they travel as one JSON document unpacked by the server: binding each of
+    hundreds of rows' sixteen values one by one costs ten times as much.
+    """
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        return session.execute(
+            insert(_exceptions).returning(*_exceptions.c, sort_by_parameter_order=True), rows
+        ).all()
+    names = ", ".join(rows[0])  # our own column names, never input
+    query = text(
+        f"INSERT INTO {_exceptions.name} ({names}) SELECT {names}"  # noqa: S608
+        " FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n)"
+        f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{_exceptions.name}, e.doc)"
+        " ORDER BY e.n RETURNING *"
+    ).columns(*_exceptions.c)
+    document = json.dumps(rows, default=datetime.isoformat, separators=(",", ":"))
+    return sorted(session.execute(query, {"rows": document}).all(), key=attrgetter("id"))
+
+
+def _pairs_json(lines: Iterable[int], payout_ids: Iterable[int]) -> str:
+    """``[[line, payout_id], ...]`` as compact JSON, written directly (a third of json.dumps' time)."""
+    pairs = "],[".join(map("{},{}".format, lines, payout_ids))
+    return f"[[{pairs}]]" if pairs else "[]"
+
+
+@contextmanager
+def loading_payouts(session: Session, *, provider: str) -> Iterator[Callable[[], list[LedgerPayout]]]:
+    """Every payout sent through ``provider`` that the provider could have seen: selected
+    while the caller goes on (parsing the statement), collected by calling what this yields.
+
+    On PostgreSQL the query waits on its socket in a thread, with the interpreter free; the
+    rows become tuples in the caller's thread when it collects them, so the parse and the
+    conversion never contend. Either way, the connection is free again when this exits.
+    """
     query = select(
         _payouts.c.id,
         _payouts.c.buyer_id,
@@ -1064,18 +1106,28 @@ def load_payouts(session: Session, *, provider: str) -> list[LedgerPayout]:
         func.coalesce(_payouts.c.submitted_at, _payouts.c.created_at, type_=DateTime(timezone=True)),
     ).where(_payouts.c.provider == provider)
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # 100,000 rows: fetched straight from the driver (timestamptz arrives aware), a third
-        # of the time of building result rows for them.
-        compiled = query.compile(dialect=connection.dialect)
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(str(compiled), compiled.params)
+    if connection.dialect.name != "postgresql":
+        yield lambda: [
+            LedgerPayout(*r[:8], r[8].replace(tzinfo=UTC) if r[8] is not None else None)
+            for r in session.execute(query)
+        ]
+        return
+    # 100,000 rows: fetched straight from the driver, in binary (timestamptz arrives aware), a
+    # third of the time of building result rows for them.
+    compiled = query.compile(dialect=connection.dialect)
+    cursor = connection.connection.dbapi_connection.cursor(binary=True)  # type: ignore[union-attr]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upah-payouts") as thread:
+        selected = thread.submit(cursor.execute, str(compiled), compiled.params)
+
+        def collect() -> list[LedgerPayout]:
+            selected.result()
             return list(map(partial(tuple.__new__, LedgerPayout), cursor.fetchall()))
+
+        try:
+            yield collect
         finally:
+            futures.wait([selected])
             cursor.close()
-    rows = session.execute(query).all()
-    return [LedgerPayout(*r[:8], r[8].replace(tzinfo=UTC) if r[8] is not None else None) for r in rows]
 
 
 def _wallet_lookup(
@@ -1320,10 +1372,16 @@ def _check_run(session: Session, principal: Principal, run_id: int) -> None:
         raise NotFound("reconciliation run not found")
 
 
+_RUN_COLUMNS = [c for c in _runs.c if c.name != "matches"]
+"""A run without its matches (one pair per matched line: read only for the CSV report)."""
+
+
 def _load_run(session: Session, run_id: int, *, with_exceptions: bool = True) -> Run:
-    r = session.execute(
-        select(*[c for c in _runs.c if c.name != "matches"]).where(_runs.c.id == run_id)
-    ).one()
+    r = session.execute(select(*_RUN_COLUMNS).where(_runs.c.id == run_id)).one()
+    return _run_of(r, _exceptions_of(session, run_id) if with_exceptions else [])
+
+
+def _run_of(r: Row[Any], exceptions: list[ReconException]) -> Run:
     return Run(
         id=r.id,
         provider=r.provider,
@@ -1340,7 +1398,7 @@ def _load_run(session: Session, run_id: int, *, with_exceptions: bool = True) ->
         summary={k: int(v) for k, v in r.summary.items()},
         report_sha256=r.report_sha256,
         created_at=r.created_at,
-        exceptions=_exceptions_of(session, run_id) if with_exceptions else [],
+        exceptions=exceptions,
     )
 
 
@@ -1361,29 +1419,30 @@ def _exceptions_of(session: Session, run_id: int, *, only: int | None = None) ->
         )
         for n in session.execute(note_query):
             notes[n.exception_id].append(Note(n.id, NoteAction(n.action), n.text, n.key_id, n.created_at))
-    return [
-        ReconException(
-            id=r.id,
-            run_id=r.run_id,
-            kind=ReconClass(r.kind),
-            line=r.line,
-            payout_id=r.payout_id,
-            buyer_id=r.buyer_id,
-            reference=r.reference,
-            provider_reference=r.provider_reference,
-            ledger_amount=r.ledger_amount,
-            provider_amount=r.provider_amount,
-            ledger_status=r.ledger_status,
-            provider_status=r.provider_status,
-            detail=dict(r.detail),
-            status=r.status,
-            resolved_at=r.resolved_at,
-            resolved_by=r.resolved_by,
-            created_at=r.created_at,
-            notes=notes.get(r.id, []),
-        )
-        for r in rows
-    ]
+    return [_exception_of(r, notes.get(r.id, [])) for r in rows]
+
+
+def _exception_of(r: Row[Any], notes: list[Note]) -> ReconException:
+    return ReconException(
+        id=r.id,
+        run_id=r.run_id,
+        kind=ReconClass(r.kind),
+        line=r.line,
+        payout_id=r.payout_id,
+        buyer_id=r.buyer_id,
+        reference=r.reference,
+        provider_reference=r.provider_reference,
+        ledger_amount=r.ledger_amount,
+        provider_amount=r.provider_amount,
+        ledger_status=r.ledger_status,
+        provider_status=r.provider_status,
+        detail=dict(r.detail),
+        status=r.status,
+        resolved_at=r.resolved_at,
+        resolved_by=r.resolved_by,
+        created_at=r.created_at,
+        notes=notes,
+    )
 
 
 # --- the nightly check ------------------------------------------------------------------------------

@@ -220,3 +220,18 @@ def test_the_fast_path_reads_exactly_what_the_line_by_line_parser_reads(
     text = sandbox_csv([list(r) for r in rows])
     expected = tuple(_sandbox_row([str(v) for v in r], n) for n, r in enumerate(rows, start=2))
     assert parse_statement(text, provider="sandbox").lines == expected
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [pytest.param("\r\n", id="windows"), pytest.param("\n", id="unix")],
+)
+def test_a_statement_reads_the_same_whatever_its_line_endings_and_last_newline(ending: str) -> None:
+    rows = [
+        ["UPAH-1", "key-1", "+6282000000001", 25000, "IDR", "succeeded", "2026-11-20T08:00:00Z"],
+        ["", "", "082000000002", 1000, "IDR", "failed", "2026-11-20T09:00:00+07:00"],
+    ]
+    text = sandbox_csv(rows)
+    reread = ending.join(text.splitlines())
+    assert parse_statement(reread, provider="sandbox").lines == parse_statement(text, provider="sandbox").lines
+    assert parse_statement(reread + ending, provider="sandbox").lines == parse_statement(text, provider="sandbox").lines
