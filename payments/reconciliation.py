@@ -449,22 +449,29 @@ def _sandbox_fast(text: str) -> tuple[StatementLine, ...] | None:
     None sends the statement through the line-by-line parser, which finds and names the
     first bad line; so this path only ever accepts what that one would, and faster. Such a
     statement has one record per physical line (line = record + 1), and a record is its line
-    split at the commas: ``str.split`` does that at twice the speed of ``csv.reader``.
+    split at the commas; when every line has its six commas, the whole body split at commas
+    and line ends holds the columns at every seventh field (at three times the speed of
+    ``csv.reader``).
     """
     split = str.split
-    records = split(text.removesuffix("\n"), "\n")
-    header = split(records[0], ",")
+    body = text.removesuffix("\n")
+    end = body.find("\n")
+    header = split(body if end < 0 else body[:end], ",")
     if _detect(header) is not StatementFormat.SANDBOX:
         return None
-    rows = [split(record, ",") for record in records[1:]]
-    if not rows:
+    if end < 0:
         return ()
-    if len(rows) > MAX_LINES or set(map(len, rows)) != {len(SANDBOX_COLUMNS)}:
+    body = body[end + 1 :]
+    width = len(SANDBOX_COLUMNS)
+    records = split(body, "\n")
+    if len(records) > MAX_LINES or set(map(str.count, records, repeat(","))) != {width - 1}:
         return None
-    refs, keys, accounts, amounts, currencies, statuses, times = (
-        list(map(itemgetter(i), rows)) for i in range(len(SANDBOX_COLUMNS))
-    )
-    if header[0] in refs and any(r == header for r in rows):
+    fields = split(body.replace("\n", ","), ",")
+    columns = [fields[i::width] for i in range(width)]
+    refs, keys, accounts, amounts, currencies, statuses, times = columns
+    if header[0] in refs and any(
+        [column[i] for column in columns] == header for i, ref in enumerate(refs) if ref == header[0]
+    ):
         return None
     for column in (refs, keys, accounts):
         if max(map(len, column)) > MAX_ID_LENGTH:
@@ -487,7 +494,7 @@ def _sandbox_fast(text: str) -> tuple[StatementLine, ...] | None:
         map(
             partial(tuple.__new__, StatementLine),
             zip(
-                range(2, len(rows) + 2),
+                range(2, len(records) + 2),
                 [v or None for v in map(strip, refs)],
                 [v or None for v in map(strip, keys)],
                 repeat(None),
