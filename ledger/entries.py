@@ -61,8 +61,8 @@ class JournalEntry:
 
 def check_balanced(draft: EntryDraft) -> None:
     """Raise unless the draft is a well-formed, balanced entry."""
-    if not draft.key or len(draft.key) > 200:
-        raise InvalidEntry("an entry needs an idempotency key of 1 to 200 characters")
+    if not draft.key or len(draft.key) > 200 or "\x00" in draft.key:
+        raise InvalidEntry("an entry needs an idempotency key of 1 to 200 characters, none of them NUL")
     if draft.effective_at.tzinfo is None:
         raise InvalidEntry("effective_at must be timezone-aware")
     if len(draft.postings) < 2:
@@ -80,10 +80,11 @@ def check_balanced(draft: EntryDraft) -> None:
             "postings do not sum to zero per currency",
             imbalance={cur: str(total) for cur, total in unbalanced.items()},
         )
-    try:
-        json.dumps(dict(draft.metadata), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEntry("metadata must be JSON-serialisable") from exc
+    if draft.metadata:  # most entries carry none: spare them the serialising
+        try:
+            json.dumps(dict(draft.metadata), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEntry("metadata must be JSON-serialisable") from exc
 
 
 def reversal_of(entry: JournalEntry, *, key: str, reason: str, effective_at: datetime) -> EntryDraft:

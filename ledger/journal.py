@@ -548,7 +548,7 @@ def _post_one_pg(
 def _post_many_pg(
     session: Session, drafts: Sequence[EntryDraft], contents: Sequence[dict[str, Any]], *, now: datetime
 ) -> list[int]:
-    """PostgreSQL: a batch in one round trip, set-based (migration 0002's ledger_post_entries)."""
+    """PostgreSQL: a batch in one round trip, set-based (migration 0007's ledger_post_entries)."""
     entry_idx: list[int] = []
     accounts: list[int] = []
     amounts: list[int] = []

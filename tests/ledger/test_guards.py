@@ -52,7 +52,7 @@ def test_raw_insert_of_an_unbalanced_posting_fails_at_commit_on_postgresql(
         )
 
 
-def test_raw_insert_of_an_entry_without_postings_fails_at_commit_on_postgresql(
+def test_raw_insert_of_an_entry_without_postings_is_refused_on_postgresql(
     pg_engine: Engine, now: datetime
 ) -> None:
     with pytest.raises(DatabaseError, match="fewer than two postings"), pg_engine.begin() as conn:
@@ -119,6 +119,12 @@ def test_postings_added_to_an_old_entry_one_statement_at_a_time_are_refused_on_p
         conn.execute(insert, {"e": entry_id, "a": account_id, "m": -5})
 
 
+_ENTRY = (
+    "INSERT INTO ledger_entries (key, description, metadata, effective_at, created_at, content) "
+    "VALUES (:k, '', '{}', now(), now(), '{}') RETURNING id"
+)
+
+
 def test_a_raw_entry_written_with_its_postings_in_one_statement_commits_on_postgresql(
     pg_engine: Engine, pg_factory: sessionmaker[Session]
 ) -> None:
@@ -126,11 +132,20 @@ def test_a_raw_entry_written_with_its_postings_in_one_statement_commits_on_postg
     with pg_engine.begin() as conn:
         entry_id = conn.execute(
             text(
-                "INSERT INTO ledger_entries (key, description, metadata, effective_at, created_at, content) "
-                "VALUES (:k, '', '{}', now(), now(), '{}') RETURNING id"
+                f"WITH e AS ({_ENTRY}) "
+                "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) "
+                "SELECT e.id, :a, m, 'IDR' FROM e, (VALUES (5), (-5)) AS v(m) RETURNING entry_id"
             ),
-            {"k": ref("raw")},
-        ).scalar_one()
-        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "IDR"})
+            {"k": ref("raw"), "a": account_id},
+        ).scalar()
     with pg_factory() as s:
         assert len(journal.get_entry(s, entry_id).postings) == 2
+
+
+def test_a_raw_entry_whose_postings_follow_in_a_later_statement_is_refused_on_postgresql(
+    pg_engine: Engine, pg_factory: sessionmaker[Session]
+) -> None:
+    _, account_id = _entry_and_account(pg_factory)
+    with pytest.raises(DatabaseError, match="fewer than two postings"), pg_engine.begin() as conn:
+        entry_id = conn.execute(text(_ENTRY), {"k": ref("raw")}).scalar_one()
+        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "IDR"})
