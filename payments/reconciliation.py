@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from itertools import compress, repeat
-from operator import and_, attrgetter, eq, is_not, itemgetter, not_
+from operator import attrgetter, is_not, itemgetter, not_
 from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, Row, func, insert, select, text, update
@@ -572,23 +572,26 @@ class Finding(NamedTuple):
     message: str
 
 
-_CONSISTENT: dict[str, frozenset[ProviderStatus]] = {
-    PayoutStatus.SUCCEEDED.value: frozenset({ProviderStatus.SUCCEEDED}),
-    PayoutStatus.FAILED.value: frozenset({ProviderStatus.FAILED}),
-    PayoutStatus.REVERSED.value: frozenset({ProviderStatus.REVERSED}),
-    PayoutStatus.SUBMITTED.value: frozenset({ProviderStatus.PENDING}),
-    PayoutStatus.UNKNOWN.value: frozenset({ProviderStatus.PENDING}),
-    PayoutStatus.CREATED.value: frozenset(),
-}
+_CONSISTENT: defaultdict[str, ProviderStatus | None] = defaultdict(
+    lambda: None,
+    {
+        PayoutStatus.SUCCEEDED.value: ProviderStatus.SUCCEEDED,
+        PayoutStatus.FAILED.value: ProviderStatus.FAILED,
+        PayoutStatus.REVERSED.value: ProviderStatus.REVERSED,
+        PayoutStatus.SUBMITTED.value: ProviderStatus.PENDING,
+        PayoutStatus.UNKNOWN.value: ProviderStatus.PENDING,
+        PayoutStatus.CREATED.value: None,
+    },
+)
+"""The one provider status that agrees with each of ours (compared by identity: hashing an
+enum member runs Python code, and 100,000 lines are compared)."""
 EXPECTED_AT_PROVIDER = frozenset({PayoutStatus.SUCCEEDED.value, PayoutStatus.REVERSED.value})
 _ID = attrgetter("id")
 _REFERENCE = attrgetter("reference")
 _KEY = attrgetter("idempotency_key")
 _PROVIDER_REFERENCE = attrgetter("provider_reference")
 _AMOUNT = attrgetter("amount")
-_MONEY = attrgetter("amount", "currency")
 _STATUS = attrgetter("status")
-_CONSISTENT_WITH: defaultdict[str, frozenset[ProviderStatus]] = defaultdict(frozenset, _CONSISTENT)
 
 
 Matched = tuple["StatementLine", "LedgerPayout", str]
@@ -682,27 +685,16 @@ def classify(
             if p.at is not None and abs(line.at - p.at) <= window and not _contradicts(line, p)
         }
         known = wallets(list(candidates.values())) if candidates else {}
+        e164 = {a: _e164(a) for a in {line.account for line in unmatched if line.account}}
         for line in unmatched:
-            chosen = _by_amount_wallet_date(line, pool, window, known, first)
+            chosen = _by_amount_wallet_date(line, pool, window, known, first, e164)
             if chosen is None:
                 strays.append(line)
             else:
                 first[chosen.id] = (line, chosen, "amount_wallet_date")
-    # 3. One line per payout: compare amount, currency and status a column at a time.
+    # 3. One line per payout: it matches if it agrees with the payout.
     singles = list(compress(first.values(), map(not_, map(more.__contains__, first))))
-    single_lines = list(map(itemgetter(0), singles))
-    single_payouts = list(map(itemgetter(1), singles))
-    agree = list(
-        map(
-            and_,
-            map(eq, map(_MONEY, single_payouts), map(_MONEY, single_lines)),
-            map(
-                frozenset.__contains__,
-                map(_CONSISTENT_WITH.__getitem__, map(_STATUS, single_payouts)),
-                map(_STATUS, single_lines),
-            ),
-        )
-    )
+    agree = [_agrees(payout, line) for line, payout, _how in singles]
     matched: list[Matched] = list(compress(singles, agree))
     exceptions = [_compare(payout, line, how) for line, payout, how in compress(singles, map(not_, agree))]
     # 4. Payouts with two or more lines: the first that agrees is the match, the rest duplicates.
@@ -800,10 +792,11 @@ def _by_amount_wallet_date(
     window: timedelta,
     wallets: Mapping[int, str | None],
     claimed: Mapping[int, object],
+    e164: Mapping[str, str],
 ) -> LedgerPayout | None:
     if line.at is None or not line.account:
         return None
-    account = _e164(line.account)
+    account = e164[line.account]
     best: tuple[timedelta, int, LedgerPayout] | None = None
     for p in pool.get((line.amount, line.currency), ()):
         if p.id in claimed or p.at is None or _contradicts(line, p):
@@ -822,7 +815,7 @@ def _agrees(payout: LedgerPayout, line: StatementLine) -> bool:
     return (
         payout.amount == line.amount
         and payout.currency == line.currency
-        and line.status in _CONSISTENT.get(payout.status, frozenset())
+        and line.status is _CONSISTENT[payout.status]
     )
 
 
@@ -836,7 +829,7 @@ def _compare(payout: LedgerPayout, line: StatementLine, how: str) -> Finding:
             f"payout {payout.reference} is {payout.amount} {payout.currency} here, "
             f"{line.amount} {line.currency} at the provider",
         )
-    if line.status not in _CONSISTENT.get(payout.status, frozenset()):
+    if line.status is not _CONSISTENT[payout.status]:
         return Finding(
             ReconClass.STATUS_MISMATCH,
             line,
