@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from anyio import to_thread
 from fastapi import Depends, Request
@@ -27,6 +27,8 @@ from payments.dispatch import Dispatcher
 from payments.errors import Unauthorized
 from payments.parties import Principal
 from upah.settings import Settings
+
+T = TypeVar("T")
 
 Kick = Callable[[], None]
 """Ask the workers to relay the outbox now (after a commit that added to it)."""
@@ -102,6 +104,20 @@ class Runtime:
     def transaction(self) -> AbstractContextManager[Session]:
         """One use-case, one transaction: committed once when the block ends, or rolled back."""
         return atomic(self.sessions)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work`` as one use-case in one trip to the thread pool, from an ``async`` endpoint.
+
+        A plain ``def`` endpoint with a response model costs two trips: FastAPI runs it in
+        the pool and then validates its answer in the pool again. Here the blocking part —
+        the whole transaction — is the only thing that leaves the event loop.
+        """
+
+        def in_transaction() -> T:
+            with self.transaction() as session:
+                return work(session)
+
+        return await to_thread.run_sync(in_transaction)
 
     def read(self) -> Session:
         return self.sessions()

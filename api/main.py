@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from api import dashboard, errors
 from api import logging as app_logging
 from api.deps import Kick, Runtime
-from api.metrics import Metrics
+from api.metrics import Metrics, RequestMetrics
 from api.middleware import BodyLimit, Idempotency
 from api.routes import audit, gateway, homeworkers, orders, organizations, payouts, system
 from api.schemas import ErrorBody
@@ -105,16 +104,7 @@ def create_app(
     ):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        rt.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        rt.metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(RequestMetrics, metrics=rt.metrics)
     if sandbox is not None:
         app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox.app)
     app.add_middleware(Idempotency, sessions=lambda: rt.sessions)

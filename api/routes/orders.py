@@ -66,11 +66,11 @@ def cancel_order(order_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: No
 
 
 @router.post("/v1/orders/{order_id}/deliveries", status_code=201, response_model=s.DeliveryRead)
-def record_delivery(
+async def record_delivery(
     order_id: s.IdParam, body: s.DeliveryCreate, who: PrincipalDep, rt: RuntimeDep, now: NowDep
 ) -> s.DeliveryRead:
-    with rt.transaction() as session:
-        delivery = deliveries.record(
+    delivery = await rt.run(
+        lambda session: deliveries.record(
             session,
             principal=who,
             order_id=order_id,
@@ -78,6 +78,7 @@ def record_delivery(
             pieces=body.pieces,
             now=now,
         )
+    )
     return convert.delivery(delivery)
 
 
@@ -96,11 +97,11 @@ def get_delivery(delivery_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s
 
 
 @router.post("/v1/deliveries/{delivery_id}/confirm", response_model=s.DeliveryRead)
-def confirm_delivery(
+async def confirm_delivery(
     delivery_id: s.IdParam, body: s.ConfirmationCreate, who: PrincipalDep, rt: RuntimeDep, now: NowDep
 ) -> s.DeliveryRead:
-    with rt.transaction() as session:
-        delivery = deliveries.confirm(
+    delivery = await rt.run(
+        lambda session: deliveries.confirm(
             session,
             principal=who,
             delivery_id=delivery_id,
@@ -109,6 +110,7 @@ def confirm_delivery(
             reason=body.reason,
             now=now,
         )
+    )
     rt.metrics.deliveries_confirmed.inc()
     rt.metrics.pieces_accepted.inc(delivery.accepted or 0)
     rt.metrics.pieces_rejected.inc(delivery.rejected or 0)

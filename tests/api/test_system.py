@@ -34,3 +34,19 @@ def test_the_openapi_schema_documents_every_contract_path(client: TestClient) ->
         "/healthz",
     ):
         assert path in paths
+
+
+def test_metrics_count_refusals_the_app_gave_by_route_template_but_not_bodies_refused_at_the_door(
+    client: TestClient, buyer: Actor
+) -> None:
+    refused = client.post(
+        "/v1/deliveries/999999999/confirm", json={"accepted": 1, "rejected": 0}, headers=buyer.headers
+    )
+    assert refused.status_code == 404
+    too_big = client.post("/v1/orders", content=b"x" * (1024 * 1024 + 1), headers=buyer.headers)
+    assert too_big.status_code == 413
+    body = client.get("/metrics").text
+    route = "/v1/deliveries/{delivery_id}/confirm"
+    assert f'upah_http_requests_total{{method="POST",route="{route}",status="404"}} 1.0' in body
+    assert f'upah_http_request_seconds_count{{route="{route}"}} 1.0' in body
+    assert 'status="413"' not in body
