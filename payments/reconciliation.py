@@ -637,12 +637,14 @@ def classify(
     """
     every = payouts if isinstance(payouts, list) else list(payouts)
     by_reference = dict(zip(map(_REFERENCE, every), every, strict=True))
-    by_key = dict(zip(map(_KEY, every), every, strict=True))
-    by_provider_ref = {p.provider_reference: p for p in every if p.provider_reference}
+    named_by_provider = any(map(_PROVIDER_REFERENCE, lines))
+    by_provider_ref = (
+        {p.provider_reference: p for p in every if p.provider_reference} if named_by_provider else {}
+    )
     first: dict[int, tuple[StatementLine, LedgerPayout, str]] = {}
     more: dict[int, list[tuple[StatementLine, str]]] = defaultdict(list)
     # 1. Lines found by our reference, when no line names a provider id (which comes first).
-    if any(map(_PROVIDER_REFERENCE, lines)):
+    if named_by_provider:
         quick_lines: list[StatementLine] = []
         quick_payouts: list[LedgerPayout] = []
         rest = list(lines)
@@ -661,6 +663,7 @@ def classify(
         for line, payout, how in compress(found_by_reference, map(is_not, firsts, quick_lines)):
             more[payout.id].append((line, how))
     # 2. Everything else, rule by rule.
+    by_key = dict(zip(map(_KEY, every), every, strict=True)) if rest else {}
     unmatched: list[StatementLine] = []
     for line in rest:
         hit = _by_identifier(line, by_provider_ref, by_reference, by_key)
