@@ -56,7 +56,8 @@ from itertools import compress, repeat
 from operator import attrgetter, is_not, itemgetter, not_
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, Row, func, insert, select, text, update
+from sqlalchemy import DateTime, Row, func, insert, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from integrations import phones
@@ -583,8 +584,7 @@ _CONSISTENT: defaultdict[str, ProviderStatus | None] = defaultdict(
         PayoutStatus.CREATED.value: None,
     },
 )
-"""The one provider status that agrees with each of ours (compared by identity: hashing an
-enum member runs Python code, and 100,000 lines are compared)."""
+"""The one provider status that agrees with each of ours (none for a payout never sent)."""
 EXPECTED_AT_PROVIDER = frozenset({PayoutStatus.SUCCEEDED.value, PayoutStatus.REVERSED.value})
 _ID = attrgetter("id")
 _REFERENCE = attrgetter("reference")
@@ -1062,7 +1062,7 @@ def _store_exceptions(session: Session, rows: list[dict[str, Any]]) -> Sequence[
     """Insert a run's exceptions and read them back as stored, in order.
 
     On PostgreSQL they travel as one JSON document unpacked by the server: binding each of
-    hundreds of rows' sixteen values one by one costs ten times as much.
+    hundreds of rows' fifteen values one by one cost several times as much.
     """
     if not rows:
         return []
@@ -1072,7 +1072,7 @@ def _store_exceptions(session: Session, rows: list[dict[str, Any]]) -> Sequence[
             insert(_exceptions).returning(*_exceptions.c, sort_by_parameter_order=True), rows
         ).all()
     names = ", ".join(rows[0])  # our own column names, never input
-    query = text(
+    query = sql_text(
         f"INSERT INTO {_exceptions.name} ({names}) SELECT {names}"  # noqa: S608
         " FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n)"
         f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{_exceptions.name}, e.doc)"
