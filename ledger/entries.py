@@ -69,6 +69,8 @@ def check_balanced(draft: EntryDraft) -> None:
         raise InvalidEntry("an entry needs at least two postings")
     totals: dict[str, int] = defaultdict(int)
     for posting in draft.postings:
+        if isinstance(posting.account_id, bool) or not isinstance(posting.account_id, int):
+            raise InvalidEntry("a posting names its account by its integer id")
         check_currency(posting.currency)
         if isinstance(posting.amount, bool) or not isinstance(posting.amount, int):
             raise InvalidEntry("posting amounts must be integers")

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -446,52 +446,96 @@ def record_rejection(session: Session, error: InsufficientFunds, *, now: datetim
 
 # --- internals --------------------------------------------------------------------------------
 
-# Driver-level SQL (psycopg's %(name)s style): the posting path skips SQLAlchemy's compiler
-# and bind processing, and psycopg prepares the statement on each connection after a few uses.
-# Integer and currency arrays go as array literals, which cost far less to build than
-# psycopg's element-by-element adaptation; currencies are checked to be [A-Z]{3} first.
-_POST_ENTRY = (
-    "SELECT status, entry_id, detail FROM ledger_post_entry(%(key)s, %(content)s::jsonb, %(reverses_id)s, "
-    "%(accounts)s::bigint[], %(amounts)s::bigint[], %(currencies)s::text[], %(now)s, "
-    "%(release_account)s, %(release_amount)s)"
-)
-_POST_ENTRIES = (
-    "SELECT status, idx, entry_ids, detail FROM ledger_post_entries(%(keys)s::text[], %(contents)s::jsonb, "
-    "%(idx)s::int[], %(accounts)s::bigint[], %(amounts)s::bigint[], %(currencies)s::text[], %(now)s)"
-)
+# The posting functions are called with one simple-protocol query built here, through the
+# driver's libpq connection: SQLAlchemy's and psycopg's statement machinery cost more client
+# CPU than the call itself, and the BEGIN that opens a unit of work travels in the same
+# message instead of a round trip of its own (psycopg sends it alone before the first
+# statement). Text goes in as literals escaped by libpq for the connection's encoding; the
+# integer arrays and checked currency codes are array literals, far cheaper to build than
+# psycopg's element-by-element adaptation.
+_POST_ENTRY = "SELECT status, entry_id, detail FROM ledger_post_entry({}, {}, {}, {}, {}, {}, {}, {}, {})"
+_POST_ENTRIES = "SELECT status, idx, entry_ids, detail FROM ledger_post_entries({}, {}, {}, {}, {}, {}, {})"
 
 
-def _array(values: Iterable[int | str]) -> str:
-    """A PostgreSQL array literal of integers or of checked currency codes."""
-    return "{" + ",".join(map(str, values)) + "}"
+class _Driver:
+    """The session's connection at the driver level: SQL literals for it, and calls on it.
 
-
-def _call(session: Session, sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """Call one of the ledger's PostgreSQL functions on the session's connection; its one row.
-
-    Straight through the driver's cursor: SQLAlchemy's statement execution and result
-    set-up cost more client CPU than the call itself, and the posting path is a few round
-    trips of which the client's share decides throughput with many workers on few cores.
-    The transaction is still the session's (``session.connection()`` begins it); driver
-    errors are raised as SQLAlchemy's, as ``exec_driver_sql`` would, so that units of work
-    recognise lock failures and retry them.
+    Literals are escaped by libpq, for the connection's encoding and settings.
     """
-    connection = session.connection()
-    driver: Any = connection.connection.dbapi_connection
-    dbapi = connection.dialect.loaded_dbapi
-    try:
-        with driver.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-    except dbapi.Error as exc:
-        lost = connection.dialect.is_disconnect(exc, driver, None)
-        if lost:  # as SQLAlchemy does: the pool must not hand this connection out again
-            connection.invalidate(exc)
-        raise DBAPIError.instance(
-            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=connection.dialect
-        ) from exc
-    assert row is not None
-    return tuple(row)
+
+    def __init__(self, session: Session) -> None:
+        self.connection = session.connection()
+        self.driver = cast(Any, self.connection.connection.dbapi_connection)
+        self.dbapi = cast(Any, self.connection.dialect.loaded_dbapi)
+        self.encoding: str = self.driver.info.encoding
+        self._escaping = self.dbapi.pq.Escaping(self.driver.pgconn)
+
+    def text(self, value: str, of: str = "text") -> str:
+        if "\x00" in value:  # libpq would stop at it and send a shortened value
+            raise InvalidEntry("text sent to the ledger may not contain NUL characters")
+        return f"{self._escaping.escape_literal(value.encode(self.encoding)).decode(self.encoding)}::{of}"
+
+    def texts(self, values: Iterable[str]) -> str:
+        quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        return self.text("{" + ",".join(quoted) + "}", "text[]")
+
+    @staticmethod
+    def integers(values: Iterable[int], of: str) -> str:
+        """An array of integers: made of digits and signs only, nothing to escape."""
+        return "'{" + ",".join(map(str, map(int, values))) + "}'::" + of + "[]"
+
+    @staticmethod
+    def currencies(values: Iterable[str]) -> str:
+        """An array of currency codes, each checked to be three capital letters: nothing to escape."""
+        return "'{" + ",".join(map(check_currency, values)) + "}'::text[]"
+
+    @staticmethod
+    def moment(value: datetime) -> str:
+        return f"'{value.isoformat()}'::timestamptz"
+
+    @staticmethod
+    def number(value: int | None) -> str:
+        return "NULL" if value is None else str(int(value))
+
+    def call(self, template: str, *literals: str) -> list[bytes | None]:
+        """Run one of the ledger's functions in the session's transaction; its one row, as text.
+
+        Driver errors are raised as SQLAlchemy's, as ``exec_driver_sql`` would, so that units
+        of work recognise lock failures and retry them.
+        """
+        driver, dbapi = self.driver, self.dbapi
+        pgconn = driver.pgconn
+        sql = template.format(*literals)
+        if not driver.autocommit and pgconn.transaction_status == dbapi.pq.TransactionStatus.IDLE:
+            sql = f"{_begin(driver)}; {sql}"
+        try:
+            result = pgconn.exec_(sql.encode(self.encoding))
+            if result.status != dbapi.pq.ExecStatus.TUPLES_OK:
+                raise dbapi.errors.error_from_result(result, encoding=self.encoding)
+        except dbapi.Error as exc:
+            lost = self.connection.dialect.is_disconnect(exc, driver, None)
+            if lost:  # as SQLAlchemy does: the pool must not hand this connection out again
+                self.connection.invalidate(exc)
+            raise DBAPIError.instance(
+                template, None, exc, dbapi.Error, connection_invalidated=lost, dialect=self.connection.dialect
+            ) from exc
+        return [result.get_value(0, column) for column in range(result.nfields)]
+
+
+def _begin(driver: Any) -> str:
+    """The statement that opens a transaction with the driver's settings, as psycopg's own."""
+    parts = ["BEGIN"]
+    if driver.isolation_level is not None:
+        parts.append("ISOLATION LEVEL " + driver.isolation_level.name.replace("_", " "))
+    if driver.read_only is not None:
+        parts.append("READ ONLY" if driver.read_only else "READ WRITE")
+    if driver.deferrable is not None:
+        parts.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
+    return " ".join(parts)
+
+
+def _json(value: bytes | None) -> Any:
+    return json.loads(value) if value is not None else None
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -507,27 +551,29 @@ def _post_one_pg(
     reverses_id: int | None,
     released: Mapping[int, int],
 ) -> JournalEntry:
-    """PostgreSQL: one entry in one round trip (migration 0002's ledger_post_entry)."""
+    """PostgreSQL: one entry in one round trip, with the BEGIN of a fresh unit of work (migration
+    0002's ledger_post_entry)."""
     release_account, release_amount = next(iter(released.items()), (None, 0))
     postings = draft.postings
-    status, entry_id, detail = _call(
-        session,
+    db = _Driver(session)
+    raw_status, entry_id, detail = db.call(
         _POST_ENTRY,
-        {
-            "key": draft.key,
-            "content": json.dumps(content),
-            "reverses_id": reverses_id,
-            "accounts": _array(p.account_id for p in postings),
-            "amounts": _array(p.amount for p in postings),
-            "currencies": _array(p.currency for p in postings),
-            "now": now,
-            "release_account": release_account,
-            "release_amount": release_amount,
-        },
+        db.text(draft.key),
+        db.text(json.dumps(content), "jsonb"),
+        db.number(reverses_id),
+        db.integers((p.account_id for p in postings), "bigint"),
+        db.integers((p.amount for p in postings), "bigint"),
+        db.currencies(p.currency for p in postings),
+        db.moment(now),
+        db.number(release_account),
+        db.number(release_amount),
     )
+    assert raw_status is not None
+    status = raw_status.decode()
     if status == "posted":
+        assert entry_id is not None
         return JournalEntry(
-            entry_id,
+            int(entry_id),
             draft.key,
             postings,
             draft.effective_at,
@@ -537,12 +583,13 @@ def _post_one_pg(
             reverses_id,
         )
     if status == "replayed":
-        return get_entry(session, entry_id)
+        assert entry_id is not None
+        return get_entry(session, int(entry_id))
     if status == "raced":  # a concurrent transaction committed the same key first
         replay = _replay(session, draft.key, content)
         assert replay is not None
         return replay
-    raise _refusal(status, detail or {}, draft.key, content)
+    raise _refusal(status, _json(detail) or {}, draft.key, content)
 
 
 def _post_many_pg(
@@ -559,19 +606,17 @@ def _post_many_pg(
             accounts.append(posting.account_id)
             amounts.append(posting.amount)
             currencies.append(posting.currency)
+    db = _Driver(session)
     try:
-        status, idx, entry_ids, detail = _call(
-            session,
+        status, idx, entry_ids, detail = db.call(
             _POST_ENTRIES,
-            {
-                "keys": [d.key for d in drafts],
-                "contents": json.dumps(contents),
-                "idx": _array(entry_idx),
-                "accounts": _array(accounts),
-                "amounts": _array(amounts),
-                "currencies": _array(currencies),
-                "now": now,
-            },
+            db.texts(d.key for d in drafts),
+            db.text(json.dumps(contents), "jsonb"),
+            db.integers(entry_idx, "int"),
+            db.integers(accounts, "bigint"),
+            db.integers(amounts, "bigint"),
+            db.currencies(currencies),
+            db.moment(now),
         )
     except IntegrityError as exc:
         if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "uq_ledger_entries_key":
@@ -579,10 +624,12 @@ def _post_many_pg(
         raise ConcurrencyExhausted(
             "another transaction posted some of these keys at the same time; retry the batch"
         ) from exc
-    if status in ("posted", "replayed"):
-        return list(entry_ids)
-    position = (idx or 1) - 1
-    raise _refusal(status, detail or {}, drafts[position].key, contents[position])
+    assert status is not None
+    if status in (b"posted", b"replayed"):
+        assert entry_ids is not None
+        return [int(i) for i in entry_ids[1:-1].split(b",")]
+    position = (int(idx) if idx is not None else 1) - 1
+    raise _refusal(status.decode(), _json(detail) or {}, drafts[position].key, contents[position])
 
 
 def _refusal(status: str, detail: Mapping[str, Any], key: str, content: dict[str, Any]) -> LedgerError:

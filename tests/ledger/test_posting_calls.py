@@ -1,7 +1,8 @@
-"""How postings reach the database (on PostgreSQL, the ledger's functions called through the
-driver's cursor): the unit of work stays the caller's — it commits or rolls back whole and
-keeps its isolation level — text arrives intact, and lock failures and lost connections
-surface as the errors that ``retrying`` and the pool act on."""
+"""How postings reach the database: on PostgreSQL one message per call (the BEGIN included
+when the call opens the unit of work), text escaped by libpq, integers and currency codes
+checked before they are written into the SQL. The unit of work stays the caller's: it
+commits or rolls back whole and keeps its isolation level, and lock failures and lost
+connections surface as the errors that ``retrying`` and the pool act on."""
 
 from __future__ import annotations
 
@@ -103,6 +104,20 @@ def test_a_key_with_a_nul_character_is_refused(factory: sessionmaker[Session], n
     a, b = _pair(factory)
     with pytest.raises(InvalidEntry), atomic(factory) as s:
         journal.post(s, transfer(a, b, 1, key="before\x00after"), now=now)
+    assert _balances(factory, a, b) == [100, 0]
+
+
+def test_a_posting_naming_its_account_by_anything_but_an_integer_id_is_refused(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    a, b = _pair(factory)
+    draft = EntryDraft(
+        ref("odd-account"),
+        (Posting(a, 1, "IDR"), Posting(f"{b}}}'::bigint[]", -1, "IDR")),  # type: ignore[arg-type]
+        now,
+    )
+    with pytest.raises(InvalidEntry), atomic(factory) as s:
+        journal.post(s, draft, now=now)
     assert _balances(factory, a, b) == [100, 0]
 
 
