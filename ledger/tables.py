@@ -1,7 +1,7 @@
 """The ledger's rows, on the one declarative ``Base`` the whole product shares.
 
 Entries, postings and seals are append-only: nothing here is ever updated or deleted
-(triggers enforce it, see ``ledger.schema``). Accounts carry their materialised
+(triggers enforce it: migrations 0001 and 0007). Accounts carry their materialised
 balance, updated in the same transaction as the postings that change it.
 """
 

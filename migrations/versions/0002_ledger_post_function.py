@@ -16,10 +16,7 @@ exceptions as the Python path. Nothing is written before every check has passed.
   look cheaper for array parameters), which cost more than the statements themselves.
 - ``ledger_post_entries`` posts a batch set-based: one lookup of all keys, one locking
   scan, one checking query over the whole batch, then one INSERT each for entries and
-  postings and one UPDATE of balances. It is planned for each call's actual sizes. The key
-  lookups are index probes, one per key (a LATERAL subquery with LIMIT 1, which the planner
-  cannot turn into a hash join): planned as a join, a batch of 1,000 keys made PostgreSQL
-  scan the whole, ever-growing entries table on every call.
+  postings and one UPDATE of balances. It is planned for each call's actual sizes.
 """
 
 from __future__ import annotations
@@ -212,8 +209,8 @@ BEGIN
     SELECT coalesce(array_agg(k.i::int ORDER BY k.i), '{}'), coalesce(array_agg(f.id ORDER BY k.i), '{}'),
            min(k.i) FILTER (WHERE f.content <> p_contents->(k.i::int - 1))
       INTO old_idx, old_ids, v_conflict
-      FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
-     CROSS JOIN LATERAL (SELECT e.id, e.content FROM ledger_entries e WHERE e.key = k.key LIMIT 1) f;
+      FROM (SELECT e.id, e.key, e.content FROM ledger_entries e WHERE e.key = ANY(p_keys)) f
+      JOIN unnest(p_keys) WITH ORDINALITY AS k(key, i) ON k.key = f.key;
     IF v_conflict IS NOT NULL THEN
         SELECT e.content INTO detail FROM ledger_entries e WHERE e.key = p_keys[v_conflict];
         status := 'conflict';
@@ -221,8 +218,8 @@ BEGIN
         RETURN;
     END IF;
     SELECT k.i::int, jsonb_build_object('content', r.content, 'message', r.message) INTO idx, detail
-      FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
-     CROSS JOIN LATERAL (SELECT x.content, x.message FROM ledger_rejections x WHERE x.key = k.key LIMIT 1) r
+      FROM (SELECT * FROM ledger_rejections WHERE key = ANY(p_keys)) r
+      JOIN unnest(p_keys) WITH ORDINALITY AS k(key, i) ON k.key = r.key
      ORDER BY k.i LIMIT 1;
     IF FOUND THEN
         status := 'rejected';

@@ -16,8 +16,11 @@ postings summing to zero per currency, in its accounts' currencies.
 An entry and its postings must therefore be written by one statement, as both posting
 functions do: ``ledger_post_entry`` always did (one INSERT … with data-modifying CTEs), and
 ``ledger_post_entries`` is replaced here to write its entries, postings and balances in one
-statement too. The new body is the same function otherwise and is valid under either set of
-guards, so the downgrade restores the deferred trigger and leaves the function as it is.
+statement too. Its key lookups are index probes, one per key (a LATERAL subquery with
+LIMIT 1, which the planner cannot turn into a hash join): planned as a join, a batch of
+1,000 keys made PostgreSQL scan the whole, ever-growing entries table on every call. The
+new body is valid under either set of guards, so the downgrade restores the deferred
+trigger and leaves the function as it is.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The pool under the units of work: a connection that died while idle is never handed out,
-and one handed back a moment ago is reused without a round trip to check it."""
+one handed back a moment ago is reused without a round trip to check it, and every session
+reads times in UTC whatever the server's default zone."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -9,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import atomic
+from tests.conftest import create_pg_database, drop_pg_database
 from upah import db
 from upah.db import make_engine, make_session_factory
 
@@ -58,3 +62,21 @@ def test_a_connection_handed_back_a_moment_ago_is_not_pinged(
         assert _backend_pid(factory) != first
     finally:
         engine.dispose()
+
+
+def test_times_read_back_in_utc_on_a_server_whose_default_zone_is_another() -> None:
+    url = create_pg_database("upah_tz")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            name = url.rsplit("/", 1)[1]
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone = 'Asia/Jakarta'"))
+            conn.commit()
+        engine.dispose()  # new connections take the database's default zone
+        with engine.connect() as conn:
+            moment = conn.execute(text("SELECT timestamptz '2026-11-30 07:00:00+07'")).scalar_one()
+        assert moment.utcoffset() == timedelta(0)
+        assert moment == datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+    finally:
+        engine.dispose()
+        drop_pg_database(url)

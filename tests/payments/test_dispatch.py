@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import signatures
@@ -18,6 +19,7 @@ from ledger import atomic, journal, reports
 from payments import outbox, parties, payouts
 from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus, RunStatus
+from payments.tables import PayoutRunRow
 from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
 from tests.sandbox import LiveSandbox
 
@@ -401,19 +403,23 @@ def test_a_batchs_accepted_payouts_get_one_status_check_which_skips_the_settled(
     assert resolved == dict.fromkeys(second[1:], PayoutStatus.SUCCEEDED)
 
 
+def _run_of_two(pg_factory: sessionmaker[Session], buyer: Buyer) -> payouts.PayoutRun:
+    for amount in (30_000, 40_000):
+        earn(pg_factory, buyer, make_worker(pg_factory, buyer), amount)
+    return run(pg_factory, buyer)
+
+
+def _pay(dispatcher: Dispatcher, payout_id: int) -> None:
+    assert dispatcher.dispatch(payout_id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
+    assert dispatcher.resolve(payout_id) is PayoutStatus.SUCCEEDED
+
+
 def test_a_run_whose_last_settlements_raced_is_completed_by_the_sweep(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
 ) -> None:
-    from sqlalchemy import update
-
-    from payments.tables import PayoutRunRow
-
-    for amount in (30_000, 40_000):
-        earn(pg_factory, buyer, make_worker(pg_factory, buyer), amount)
-    the_run = run(pg_factory, buyer)
+    the_run = _run_of_two(pg_factory, buyer)
     for payout in the_run.payouts:
-        assert dispatcher.dispatch(payout.id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
-        assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+        _pay(dispatcher, payout.id)
     with atomic(pg_factory) as s:  # as if each settlement had still seen the other's payout open
         s.execute(
             update(PayoutRunRow)
@@ -428,12 +434,8 @@ def test_a_run_whose_last_settlements_raced_is_completed_by_the_sweep(
 def test_the_sweep_leaves_a_run_with_an_open_payout_dispatching(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
 ) -> None:
-    for amount in (30_000, 40_000):
-        earn(pg_factory, buyer, make_worker(pg_factory, buyer), amount)
-    the_run = run(pg_factory, buyer)
-    first = the_run.payouts[0]
-    assert dispatcher.dispatch(first.id) in (PayoutStatus.SUBMITTED, PayoutStatus.SUCCEEDED)
-    assert dispatcher.resolve(first.id) is PayoutStatus.SUCCEEDED
+    the_run = _run_of_two(pg_factory, buyer)
+    _pay(dispatcher, the_run.payouts[0].id)
     dispatcher.complete_runs()
     with pg_factory() as s:
         assert (

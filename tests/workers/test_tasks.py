@@ -59,9 +59,11 @@ def test_the_nightly_task_reconciles_the_sandbox_statement(
     (run,) = nightly_runs()
     assert run.provider == "sandbox"
     with pg_factory() as s:
-        exceptions = s.execute(
-            select(ReconciliationExceptionRow).where(ReconciliationExceptionRow.run_id == run.id)
-        ).scalars()
+        exceptions = (
+            s.execute(select(ReconciliationExceptionRow).where(ReconciliationExceptionRow.run_id == run.id))
+            .scalars()
+            .all()
+        )
         # other tests' payouts share the database, not this sandbox: they are missing_at_provider
         unexpected = [
             (e.kind, e.line, e.payout_id, e.detail) for e in exceptions if e.kind != "missing_at_provider"
