@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/ledger.py [--seconds 10] [--runs 3]
 Each repetition measures pgbench and then Upah back to back, so that every ratio compares
 figures taken under the same load (this machine's speed drifts, and other work shares it);
 the medians and ranges over the repetitions are printed, ratios as medians of the
-per-repetition ratios. Client and server share the machine's cores: Upah's workers are
+per-repetition ratios, and each repetition's 8-worker ratios as it ends (how steady they are
+matters as much as their median). Client and server share the machine's cores: Upah's workers are
 Python processes, pgbench's clients are C.
 
 Single-entry rows: each worker process loops ``retrying(factory, journal.post(...))`` —
@@ -200,7 +201,12 @@ def main() -> None:
                 figures[label].append(figure)
                 if clients is not None:
                     ratios[label].append(figure / baselines[clients][-1])
-            print(f"  repetition {run}/{runs} done", flush=True)
+            eight = [f"{ratios[label][-1]:.2f}" for label, _, clients in rows if clients == 8]
+            print(
+                f"  repetition {run}/{runs}: pgbench 8 clients {baselines[8][-1]:,.0f} tps; "
+                f"post() at 8 workers / pgbench: {' (10,000 accounts), '.join(eight)} (10 hot accounts)",
+                flush=True,
+            )
     for n in (1, 8):
         label = f"baseline: pgbench tpcb-like, {n} client{'s' if n > 1 else ''}"
         print(f"{label:<44}: {fmt(spread(baselines[n]), 'tps')}")
