@@ -84,9 +84,9 @@ def check_balanced(draft: EntryDraft) -> None:
         )
     if draft.metadata:  # most entries carry none: spare them the serialising
         try:
-            json.dumps(dict(draft.metadata), sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEntry("metadata must be JSON-serialisable") from exc
+            json.dumps(dict(draft.metadata), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # NaN and infinities are not JSON: PostgreSQL refuses them
+            raise InvalidEntry("metadata must be JSON-serialisable, without NaN or infinities") from exc
 
 
 def reversal_of(entry: JournalEntry, *, key: str, reason: str, effective_at: datetime) -> EntryDraft:

@@ -138,6 +138,7 @@ def post_many(session: Session, drafts: Sequence[EntryDraft], *, now: datetime) 
     """
     if not drafts:
         return []
+    _check_moment(now)
     contents = []
     for draft in drafts:
         check_balanced(draft)
@@ -333,7 +334,9 @@ def capture_hold(session: Session, *, hold_id: int, draft: EntryDraft, now: date
     """Post ``draft`` against the hold; it must take at most the held amount from the held account.
 
     The rest of the hold is released. A hold resolves once: capturing again with the same
-    draft key replays the entry, anything else is refused.
+    draft key replays the entry, anything else is refused. A pending hold is captured only by
+    a new entry: a key some other entry already has would mark the hold captured (and free
+    its funds) while no money moved.
     """
     hold = _lock_hold(session, hold_id)
     if hold.status is HoldStatus.CAPTURED and hold.entry_id is not None:
@@ -349,7 +352,9 @@ def capture_hold(session: Session, *, hold_id: int, draft: EntryDraft, now: date
             f"a capture must take between 1 and {hold.amount} from account {hold.account_id}",
             captured=str(taken),
         )
-    entry = _post(session, draft, now=now, reverses_id=None, released={hold.account_id: hold.amount})
+    entry = _post(
+        session, draft, now=now, reverses_id=None, released={hold.account_id: hold.amount}, fresh=True
+    )
     session.execute(
         update(_holds)
         .where(_holds.c.id == hold_id)
@@ -550,6 +555,7 @@ def _post_one_pg(
     now: datetime,
     reverses_id: int | None,
     released: Mapping[int, int],
+    fresh: bool,
 ) -> JournalEntry:
     """PostgreSQL: one entry in one round trip, with the BEGIN of a fresh unit of work (migration
     0002's ledger_post_entry)."""
@@ -584,11 +590,11 @@ def _post_one_pg(
         )
     if status == "replayed":
         assert entry_id is not None
-        return get_entry(session, int(entry_id))
+        return _replayed(get_entry(session, int(entry_id)), fresh=fresh)
     if status == "raced":  # a concurrent transaction committed the same key first
         replay = _replay(session, draft.key, content)
         assert replay is not None
-        return replay
+        return _replayed(replay, fresh=fresh)
     raise _refusal(status, _json(detail) or {}, draft.key, content)
 
 
@@ -692,14 +698,20 @@ def _post(
     now: datetime,
     reverses_id: int | None,
     released: Mapping[int, int],
+    fresh: bool = False,
 ) -> JournalEntry:
+    """Post ``draft``, or replay the entry already posted under its key (with ``fresh``: refuse
+    to, for callers that must move money now)."""
+    _check_moment(now)
     check_balanced(draft)
     content = canonical_content(draft)
     if _is_postgresql(session):
-        return _post_one_pg(session, draft, content, now=now, reverses_id=reverses_id, released=released)
+        return _post_one_pg(
+            session, draft, content, now=now, reverses_id=reverses_id, released=released, fresh=fresh
+        )
     replay = _replay(session, draft.key, content)
     if replay is not None:
-        return replay
+        return _replayed(replay, fresh=fresh)
     accounts = _lock_accounts(session, {p.account_id for p in draft.postings})
     deltas: dict[int, int] = defaultdict(int)
     _check_postings(accounts, draft, content, deltas, released=released)
@@ -708,7 +720,7 @@ def _post(
     if inserted is None:  # a concurrent request with the same key won the race
         replay = _replay(session, draft.key, content)
         assert replay is not None
-        return replay
+        return _replayed(replay, fresh=fresh)
     entry_id = inserted
     session.execute(
         insert(_postings),
@@ -728,6 +740,21 @@ def _post(
         metadata=dict(draft.metadata),
         reverses_id=reverses_id,
     )
+
+
+def _check_moment(now: datetime) -> None:
+    """A naive time would be read as UTC by PostgreSQL and refused by SQLite: refuse it on both."""
+    if now.tzinfo is None:
+        raise InvalidEntry("the posting time must be timezone-aware")
+
+
+def _replayed(entry: JournalEntry, *, fresh: bool) -> JournalEntry:
+    if fresh:
+        raise IdempotencyConflict(
+            f"idempotency key {entry.key!r} already belongs to entry {entry.id}; this needs a new entry",
+            field="key",
+        )
+    return entry
 
 
 def _check_postings(
@@ -869,15 +896,26 @@ def _existing_ids(
             select(_entries.c.id, _entries.c.key, _entries.c.content).where(_entries.c.key.in_(keys))
         )
     }
-    rejected = session.execute(select(_rejections.c.key).where(_rejections.c.key.in_(keys))).first()
-    if rejected is not None:
-        raise InsufficientFunds(f"entry {rejected.key!r} was refused for lack of funds", replayed=True)
     out: dict[str, int] = {}
     for draft, content in zip(drafts, contents, strict=True):
         row = found.get(draft.key)
         if row is not None:
             _raise_on_difference(draft.key, row.content, content)
             out[draft.key] = row.id
+    # as migration 0007's ledger_post_entries: conflicts first, then the first remembered refusal
+    refused = {
+        r.key: r
+        for r in session.execute(
+            select(_rejections.c.key, _rejections.c.content, _rejections.c.message).where(
+                _rejections.c.key.in_(keys)
+            )
+        )
+    }
+    for draft, content in zip(drafts, contents, strict=True):
+        rejection = refused.get(draft.key)
+        if rejection is not None:
+            _raise_on_difference(draft.key, rejection.content, content)
+            raise InsufficientFunds(rejection.message, replayed=True)
     return out
 
 
