@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
 import requests
@@ -196,12 +196,9 @@ class XenditProvider:
         status = response.status_code
         if status < 400:
             return
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        raw = data.get("error_code") if isinstance(data, dict) else None
-        message = data.get("message") if isinstance(data, dict) else None
+        data = _error_body(response)
+        raw = data.get("error_code")
+        message = data.get("message")
         text = f"{raw or 'HTTP ' + str(status)}: {message or ''}".rstrip(": ")
         if status == 429 or raw == "RATE_LIMIT_EXCEEDED":
             raise RateLimited(f"Xendit rate limit: {text}", retry_after=self._retry_after(response))
@@ -279,15 +276,20 @@ class XenditProvider:
         return result
 
     def status(self, *, idempotency_key: str, provider_reference: str | None) -> TransferResult:
-        """Where the payout is: by Xendit id when known, else by reference_id (our key)."""
+        """Where the payout is: by Xendit id when known, else by reference_id (our key).
+
+        Xendit gave us its id, so a 404 by id cannot mean "never received" on its own: a 404
+        that is not Xendit's own DATA_NOT_FOUND (a proxy's page, another account's id) leaves
+        the outcome unknown, and DATA_NOT_FOUND is checked against the search by our key.
+        Only that search answering empty means Xendit never received the instruction.
+        """
         if provider_reference:
             response = self._call("GET", "/v2/payouts/" + quote(provider_reference, safe=""))
-            if response.status_code == 404:
-                return TransferResult(
-                    status=TransferStatus.NOT_FOUND, provider_reference=None, raw_status="NOT_FOUND"
-                )
-            self._raise_for_error(response)
-            return self._result(self._json(response), expected_key=idempotency_key)
+            if response.status_code != 404:
+                self._raise_for_error(response)
+                return self._result(self._json(response), expected_key=idempotency_key)
+            if _error_code(response) != "DATA_NOT_FOUND":
+                raise OutcomeUnknown(f"Xendit's 404 for payout {provider_reference} is not DATA_NOT_FOUND")
         response = self._call("GET", "/v2/payouts", params={"reference_id": idempotency_key})
         self._raise_for_error(response)
         data = self._json(response)
@@ -352,3 +354,17 @@ class XenditProvider:
             return AccountCheck(valid=False, holder_name=None, reason=FailureCode.CHANNEL_NOT_SUPPORTED)
         # Xendit checks the holder name only when paying; a mismatch fails INVALID_DESTINATION.
         return AccountCheck(valid=True, holder_name=None, reason=None)
+
+
+def _error_body(response: requests.Response) -> dict[str, Any]:
+    """Xendit's error object, or an empty one for an answer that is not (a proxy's page)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_code(response: requests.Response) -> str | None:
+    code = _error_body(response).get("error_code")
+    return code if isinstance(code, str) else None

@@ -305,10 +305,29 @@ def test_status_of_a_payout_xendit_never_received_is_not_found(api, xendit):
     assert (result.status, result.provider_reference) == (TransferStatus.NOT_FOUND, None)
 
 
-def test_status_of_an_unknown_xendit_id_is_not_found(api, xendit):
+def test_an_xendit_id_it_does_not_find_and_no_payout_under_our_key_is_not_found(api, xendit):
     api.get(f"{API}/v2/payouts/disb-nope", status=404, json=error("DATA_NOT_FOUND"))
+    api.get(f"{API}/v2/payouts", json=[])
     result = xendit.status(idempotency_key=KEY, provider_reference="disb-nope")
     assert result.status is TransferStatus.NOT_FOUND
+
+
+def test_an_xendit_id_it_does_not_find_is_answered_by_the_search_under_our_key(api, xendit):
+    api.get(f"{API}/v2/payouts/disb-nope", status=404, json=error("DATA_NOT_FOUND"))
+    api.get(f"{API}/v2/payouts", json=[payout("SUCCEEDED")])
+    result = xendit.status(idempotency_key=KEY, provider_reference="disb-nope")
+    assert result.status is TransferStatus.SUCCEEDED
+
+
+def test_a_404_by_id_that_is_not_xendits_own_leaves_the_outcome_unknown(api, xendit):
+    api.get(
+        f"{API}/v2/payouts/disb-571f3644d2b4edf0745e9703",
+        status=404,
+        body="<html><body>404 Not Found (nginx)</body></html>",
+        content_type="text/html",
+    )
+    with pytest.raises(OutcomeUnknown):
+        xendit.status(idempotency_key=KEY, provider_reference="disb-571f3644d2b4edf0745e9703")
 
 
 def test_failed_payout_is_a_result_with_our_failure_code(api, xendit):
