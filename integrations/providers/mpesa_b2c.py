@@ -11,8 +11,10 @@ later as a POST to the ``ResultURL`` we gave. So:
   is ``PENDING`` with the ``ConversationID`` as provider reference.
 * The result callback carries ``Result.ResultCode``: ``0`` paid, anything else failed
   (``1`` insufficient balance in our utility account, ``2001`` invalid initiator, ``2040``
-  a receiver M-Pesa cannot pay, …). A ``QueueTimeOutURL`` notice means Daraja's queue
-  gave up: the outcome is still unknown and the payout stays pending.
+  a receiver M-Pesa cannot pay, …) — except ``15``, "Duplicate Detected", which answers a
+  repeated instruction and leaves the payout pending on the first one's result. A
+  ``QueueTimeOutURL`` notice means Daraja's queue gave up: the outcome is still unknown
+  and the payout stays pending.
 * :meth:`MpesaB2CProvider.status` submits a ``TransactionStatusQuery`` by
   ``OriginalConversationID`` (our key). That API is asynchronous too: ``status()``
   answers ``PENDING`` (query accepted) and the answer arrives at the ``ResultURL`` as a
@@ -82,6 +84,10 @@ _RESULT_FAILURES: Final = {
     "2001": "invalid_initiator",
     "2040": FailureCode.INVALID_ACCOUNT,
 }
+# Result codes that say nothing about whether she was paid. 15, "Duplicate Detected": this
+# instruction repeats one M-Pesa already has (same OriginatorConversationID), and that one's
+# result decides; reading it as a failure would return her money while the first may pay.
+_UNDECIDED_RESULTS: Final = {"15": "duplicate_detected"}
 _TOKEN_ERRORS: Final = frozenset({"404.001.03", "404.001.04", "400.008.01", "400.008.02"})
 _RATE_LIMIT_ERRORS: Final = frozenset({"500.003.03", "429.001.01"})
 _KINDS: Final = frozenset({"payment", "status", "timeout"})
@@ -434,6 +440,16 @@ class MpesaB2CProvider:
                 status=TransferStatus.SUCCEEDED,
                 amount=_shillings(parameters.get("TransactionAmount")),
                 currency=CURRENCY,
+            )
+        if code in _UNDECIDED_RESULTS:
+            return CallbackEvent(
+                event_id=event_id,
+                idempotency_key=key,
+                provider_reference=None,
+                status=TransferStatus.PENDING,
+                amount=None,
+                currency=None,
+                failure_code=_UNDECIDED_RESULTS[code],
             )
         return CallbackEvent(
             event_id=event_id,

@@ -491,6 +491,12 @@ def test_other_result_codes_are_failures_named_after_the_code(mpesa):
     assert (event.status, event.failure_code) == (TransferStatus.FAILED, "mpesa_17")
 
 
+def test_duplicate_detected_result_leaves_the_payout_pending(mpesa):
+    body = b2c_result(15, "Duplicate Detected")
+    event = mpesa.parse_callback(headers=callback_headers(), body=body, now=NOW)
+    assert (event.status, event.failure_code) == (TransferStatus.PENDING, "duplicate_detected")
+
+
 def test_result_with_a_wrong_url_token_is_invalid(mpesa):
     with pytest.raises(InvalidCallback):
         mpesa.parse_callback(headers=callback_headers(token="guess"), body=b2c_result(), now=NOW)
