@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import AccountType, atomic, journal
+from ledger import AccountStatus, AccountType, atomic, journal
 from tests.factories import fund, make_account, ref
 
 
@@ -149,3 +149,41 @@ def test_a_raw_entry_whose_postings_follow_in_a_later_statement_is_refused_on_po
     with pytest.raises(DatabaseError, match="fewer than two postings"), pg_engine.begin() as conn:
         entry_id = conn.execute(text(_ENTRY), {"k": ref("raw")}).scalar_one()
         conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "IDR"})
+
+
+def test_a_balanced_pair_added_to_an_old_entry_is_refused_on_postgresql(
+    pg_engine: Engine, pg_factory: sessionmaker[Session]
+) -> None:
+    entry_id, account_id = _entry_and_account(pg_factory)
+    with pytest.raises(DatabaseError, match="already has its postings"), pg_engine.begin() as conn:
+        conn.execute(text(_PAIR), {"e": entry_id, "a": account_id, "b": account_id, "c": "IDR"})
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("currency", "'USD'"),
+        ("type", "'asset'"),
+        ("code", "'renamed'"),
+        ("owner", "'someone'"),
+        ("no_overdraft", "NOT no_overdraft"),
+    ],
+)
+def test_an_accounts_terms_cannot_be_rewritten(
+    engine: Engine, factory: sessionmaker[Session], column: str, value: str
+) -> None:
+    with atomic(factory) as s:
+        account = make_account(s, type=AccountType.LIABILITY).id
+    with pytest.raises(DatabaseError, match="fixed when it is opened"), engine.begin() as conn:
+        conn.execute(text(f"UPDATE ledger_accounts SET {column} = {value} WHERE id = :a"), {"a": account})
+
+
+def test_an_accounts_balance_and_status_still_change(engine: Engine, factory: sessionmaker[Session]) -> None:
+    with atomic(factory) as s:
+        account = make_account(s, type=AccountType.LIABILITY)
+        fund(s, account, 100)
+    with atomic(factory) as s:
+        journal.set_account_status(s, account_id=account.id, status=AccountStatus.FROZEN)
+    with factory() as s:
+        assert journal.get_account(s, account.id).status is AccountStatus.FROZEN
+        assert journal.balance(s, account.id).posted == 100
