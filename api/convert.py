@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api import schemas as s
-from payments import adjustments, deliveries, orders, parties, statements
+from payments import adjustments, deliveries, orders, parties, rates, statements
 
 
 def money(amount: int) -> s.Money:
@@ -36,15 +36,13 @@ def order(o: orders.Order) -> s.OrderRead:
         buyer_id=o.buyer_id,
         reference=o.reference,
         product=o.product,
-        piece_rate=s.Rate(rate=str(o.rate), currency="IDR", unit=o.unit.value),
-        minutes_per_piece=str(o.minutes_per_piece.normalize()),
+        piece_rate=s.Rate(rate=rates.plain(o.rate), currency="IDR", unit=o.unit.value),
+        minutes_per_piece=rates.plain(o.minutes_per_piece),
         quantity=o.quantity,
         deadline=o.deadline,
         region=o.region,
         intermediary_id=o.intermediary_id,
-        commission_rate=s.CommissionRead(
-            kind=o.commission.kind.value, rate=str(o.commission.rate.normalize())
-        )
+        commission_rate=s.CommissionRead(kind=o.commission.kind.value, rate=rates.plain(o.commission.rate))
         if o.commission
         else None,
         status=o.status.value,
@@ -111,7 +109,7 @@ def payslip(p: statements.Payslip) -> s.PayslipRead:
                 order_id=o.order_id,
                 reference=o.reference,
                 product=o.product,
-                piece_rate=s.Rate(rate=str(o.rate), currency="IDR", unit=o.unit),
+                piece_rate=s.Rate(rate=rates.plain(o.rate), currency="IDR", unit=o.unit),
                 delivered=o.delivered,
                 accepted=o.accepted,
                 rejected=o.rejected,

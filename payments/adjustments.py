@@ -69,7 +69,9 @@ def add(
         raise ValidationFailed("amount must be positive", field="amount")
     buyer = parties.get_organization(session, principal=principal, organization_id=buyer_id)
     assert buyer.available_account_id is not None
-    earned = parties.earnings_account(session, homeworker_id=homeworker_id, buyer_id=buyer_id, now=now)
+    earned = parties.earnings_account(
+        session, homeworker_id=homeworker_id, buyer_id=buyer_id, now=now, for_update=True
+    )
     adjustment_id = session.execute(
         insert(_adjustments).returning(_adjustments.c.id),
         {

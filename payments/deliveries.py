@@ -4,7 +4,9 @@ Confirming is the moment money becomes owed: one ledger entry moves the earning 
 order's held funds to the homeworker's earned balance and the commission to the
 intermediary, and — when she has an outstanding advance (kasbon) — recovers part of it,
 never more than half of this earning. The order row is locked first, so concurrent
-confirmations on one order never accept more pieces than were put out.
+confirmations on one order never accept more pieces than were put out; her earnings account
+with the buyer is locked next, so confirmations on different orders never recover one
+advance twice.
 """
 
 from __future__ import annotations
@@ -121,9 +123,11 @@ def confirm(
 
     Round trips are what a confirmation costs, so it reads in two statements: the order row
     locked (every confirmation and delivery on an order serialises on it, so nothing below
-    can change under us), then the delivery and her assignment locked together with the
-    order's accepted total, her earnings account and her outstanding advance; one posting,
-    two updates, and the delivery as written comes back from its UPDATE (no re-read).
+    can change under us) and then her earnings account with this buyer (every recovery and
+    advance between them serialises on it, whatever the order, so two confirmations cannot
+    both recover one advance); then the delivery and her assignment locked together with the
+    order's accepted total and her outstanding advance; one posting, two updates, and the
+    delivery as written comes back from its UPDATE (no re-read).
     """
     principal.require(Role.BUYER)
     order_row = _execute(session, _LOCK_ORDER, {"delivery_id": delivery_id}).first()
@@ -163,13 +167,17 @@ def confirm(
         unit=rates.Unit(order_row.unit),
         commission=orders.commission_of(order_row),
     )
-    earned_account = row.earned_account
+    earned_account = order_row.earned_account
+    outstanding = int(row.outstanding_advance)
+    # Only read under her account's lock is the outstanding advance hers to recover: without
+    # an account when the order was locked, an advance paid since is left for her next one.
+    recovered = 0
+    if earned_account is not None and outstanding > 0:
+        recovered = rates.cap_deductions(payment=amounts.earning, requested=outstanding)
     if earned_account is None:  # her first earning from this buyer: open the account
         earned_account = parties.earnings_account(
             session, homeworker_id=delivery.homeworker_id, buyer_id=order_row.buyer_id, now=now
         )
-    outstanding = int(row.outstanding_advance)
-    recovered = rates.cap_deductions(payment=amounts.earning, requested=outstanding) if outstanding else 0
     entry_id = None
     if amounts.total > 0:
         postings = [
@@ -263,26 +271,36 @@ def _locked_for_confirmation(session: Session, delivery_id: int, *, buyer_id: in
 
 def _confirmation_statements() -> tuple[Executable, Executable, Executable, Executable]:
     """Built once: a confirmation's statements, with bound parameters."""
-    lock_order = (
+    delivery_id = bindparam("delivery_id", type_=BigInteger)
+    locked_order = (
         select(_orders)
         .where(
             _orders.c.id
-            == select(_deliveries.c.order_id)
-            .where(_deliveries.c.id == bindparam("delivery_id", type_=BigInteger))
-            .scalar_subquery()
+            == select(_deliveries.c.order_id).where(_deliveries.c.id == delivery_id).scalar_subquery()
         )
         .with_for_update()
+        .subquery("locked_order")
     )
+    # Locked in a sub-select over the locked order, so PostgreSQL takes it after the order's
+    # lock (FOR UPDATE is refused on the nullable side of an outer join, and one in the next
+    # statement would come too late: that statement's snapshot, taken before the wait, would
+    # read the outstanding advance as it was before the confirmation it waited for).
+    earned_account = (
+        select(_earnings.c.account_id)
+        .where(
+            _earnings.c.buyer_id == locked_order.c.buyer_id,
+            _earnings.c.homeworker_id
+            == select(_deliveries.c.homeworker_id).where(_deliveries.c.id == delivery_id).scalar_subquery(),
+        )
+        .with_for_update()
+        .scalar_subquery()
+    )
+    lock_order = select(locked_order, earned_account.label("earned_account"))
     others = _assignments.alias("order_assignments")
     buyer = bindparam("buyer_id", type_=BigInteger)
     order_accepted = (
         select(func.coalesce(func.sum(others.c.accepted), 0))
         .where(others.c.order_id == _deliveries.c.order_id)
-        .scalar_subquery()
-    )
-    earned_account = (
-        select(_earnings.c.account_id)
-        .where(_earnings.c.homeworker_id == _deliveries.c.homeworker_id, _earnings.c.buyer_id == buyer)
         .scalar_subquery()
     )
     outstanding = adjustments.outstanding_advance_of(_deliveries.c.homeworker_id, buyer)
@@ -292,7 +310,6 @@ def _confirmation_statements() -> tuple[Executable, Executable, Executable, Exec
             _assignments.c.quantity.label("assignment_quantity"),
             _assignments.c.accepted.label("assignment_accepted"),
             order_accepted.label("order_accepted"),
-            earned_account.label("earned_account"),
             outstanding.label("outstanding_advance"),
         )
         .select_from(

@@ -375,7 +375,7 @@ def _order(session: Session, row: Row[Any]) -> Order:
         buyer_id=row.buyer_id,
         reference=row.reference,
         product=row.product,
-        rate=Decimal(row.rate).normalize() if Decimal(row.rate) != 0 else Decimal(0),
+        rate=Decimal(rates.plain(Decimal(row.rate))),
         unit=rates.Unit(row.unit),
         currency=row.currency,
         minutes_per_piece=Decimal(row.minutes_per_piece),

@@ -389,13 +389,20 @@ def find_homeworker_by_phone(session: Session, *, keyring: pii.Keyring, phone: s
     return session.execute(select(_workers.c.id).where(_workers.c.phone_index == index)).scalar_one_or_none()
 
 
-def earnings_account(session: Session, *, homeworker_id: int, buyer_id: int, now: datetime) -> int:
-    """The ledger account of what this buyer owes this homeworker, opened on first use."""
-    found = session.execute(
-        select(_earnings.c.account_id).where(
-            _earnings.c.homeworker_id == homeworker_id, _earnings.c.buyer_id == buyer_id
-        )
-    ).scalar_one_or_none()
+def earnings_account(
+    session: Session, *, homeworker_id: int, buyer_id: int, now: datetime, for_update: bool = False
+) -> int:
+    """The ledger account of what this buyer owes this homeworker, opened on first use.
+
+    ``for_update`` locks its row: her advance balance with this buyer changes only under that
+    lock (a confirmation takes it too), so no recovery reads a balance about to change.
+    """
+    query = select(_earnings.c.account_id).where(
+        _earnings.c.homeworker_id == homeworker_id, _earnings.c.buyer_id == buyer_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    found = session.execute(query).scalar_one_or_none()
     if found is not None:
         return int(found)
     account = chart.earnings(session, homeworker_id=homeworker_id, buyer_id=buyer_id, now=now)

@@ -188,6 +188,16 @@ def parse_rate(text: str) -> Decimal:
     return rate
 
 
+def plain(value: Decimal) -> str:
+    """A decimal as people and the API contract write it: ``"1250"``, ``"1250.5"``.
+
+    ``str(value.normalize())`` would drop the trailing zeros a NUMERIC column pads with, but
+    writes a whole number that ends in zeros as ``"5E+2"`` — not how a rate is quoted, nor
+    what a homeworker can read on her payslip.
+    """
+    return format(value.normalize(), "f")
+
+
 def parse_minutes(text: str) -> Decimal:
     """Parse minutes per piece ("2.5"), positive, at most two decimal places."""
     if not isinstance(text, str) or not _MINUTES_TEXT.fullmatch(text):

@@ -177,7 +177,7 @@ def payslip(
                 order_id=order_id,
                 reference=row.reference,
                 product=row.product,
-                rate=Decimal(row.rate).normalize(),
+                rate=Decimal(rates.plain(Decimal(row.rate))),
                 unit=row.unit,
                 delivered=line["delivered"],
                 accepted=line["accepted"],
@@ -236,7 +236,7 @@ def render_text(slip: Payslip, *, language: messages.Language = messages.Languag
     if not slip.orders:
         out.append("  (no confirmed deliveries in this period)")
     for line in slip.orders:
-        out.append(f"  {line.reference} {line.product}: rate {line.rate} per {line.unit}")
+        out.append(f"  {line.reference} {line.product}: rate {rates.plain(line.rate)} per {line.unit}")
         out.append(
             f"    delivered {line.delivered}, accepted {line.accepted}, rejected {line.rejected}"
             + (f" ({'; '.join(line.rejection_reasons)})" if line.rejection_reasons else "")
