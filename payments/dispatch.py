@@ -9,8 +9,9 @@ call. The order of steps is what makes a crash anywhere safe:
 2. The provider's answer is applied in a second transaction. A timeout, 5xx or
    unreadable answer makes the payout ``unknown``: from there only a status query by the
    idempotency key (or a callback) decides; a payment instruction is sent again only when
-   the provider says it never received one (``not_found``) or refused it unprocessed (429),
-   and then with the same key, so the provider can never pay twice.
+   the provider says it never received one (``not_found``, and never for an instruction it
+   acknowledged with a reference) or refused it unprocessed (429 on the send itself), and
+   then with the same key, so the provider can never pay twice.
 3. ``succeeded`` settles in-flight against platform cash and charges the buyer the fee;
    ``failed`` returns the money to her earned balance (the dispatch entry is reversed)
    and releases the fee hold; ``succeeded → reversed`` owes her the money again.
@@ -65,7 +66,10 @@ REGISTERED_WALLET_LIMIT = 20_000_000
 
 UNRESOLVED = (PayoutStatus.CREATED.value, PayoutStatus.SUBMITTED.value, PayoutStatus.UNKNOWN.value)
 FIRST_POLL = timedelta(seconds=10)
-"""After a provider accepts a payout, its callback normally settles it; ask ourselves only if none came."""
+"""After a provider accepts a payout, its callback normally settles it; ask ourselves only if none came.
+
+Each later question waits about as long again as the payout has already been pending (at most
+``max_backoff``): a slow payout is asked about a few times, never every few seconds for hours."""
 
 DEFINITIVE_REJECTIONS = frozenset(
     {
@@ -159,7 +163,7 @@ class Dispatcher:
                     if result.provider_reference and not row.provider_reference:
                         references.append({"pid": row.id, "ref": result.provider_reference})
                     poll.append(row.id)
-                    poll_after = max(poll_after, self._delay(row.attempts, None))
+                    poll_after = max(poll_after, self._poll_delay(row.submitted_at, now, None))
                     statuses[row.id] = PayoutStatus.SUBMITTED
                 if references:
                     s.execute(
@@ -199,7 +203,7 @@ class Dispatcher:
             return self._apply_in(s, row, outcome, source="send", now=now)
         if isinstance(outcome, RateLimited):
             return self._reschedule_in(
-                s, row, reason="rate_limited", retry_after=outcome.retry_after, resend=True, now=now
+                s, row, reason="rate_limited", retry_after=outcome.retry_after, now=now
             )
         if isinstance(outcome, TransferRejected) and outcome.code in DEFINITIVE_REJECTIONS:
             return self._fail_guarded_in(
@@ -219,12 +223,14 @@ class Dispatcher:
         try:
             result = self.providers[provider_name].status(idempotency_key=key, provider_reference=reference)
         except RateLimited as exc:
-            return self._reschedule(
-                payout_id, reason="rate_limited", retry_after=exc.retry_after, resend=False
-            )
+            return self._ask_later(payout_id, reason="status query rate limited", retry_after=exc.retry_after)
         except ProviderError as exc:
             return self._mark_unknown(payout_id, reason=f"status query: {exc.code}", source="status")
         if result.status is TransferStatus.NOT_FOUND:
+            if reference:  # it acknowledged this instruction: sending again could pay her twice
+                return self._mark_unknown(
+                    payout_id, reason="the provider does not find a payout it acknowledged", source="status"
+                )
             return self._never_received(payout_id)
         return self._apply(payout_id, result, source="status")
 
@@ -246,7 +252,11 @@ class Dispatcher:
         return {payout_id: self.resolve(payout_id) for payout_id in open_ids}
 
     def due(self, *, limit: int = 200) -> tuple[list[int], list[int]]:
-        """(to send, to ask about): resends that are due, and unknown or stale payouts."""
+        """(to send, to ask about): resends that are due, and unknown or stale payouts.
+
+        A submitted payout is the provider's to settle, and asked about on a schedule of its
+        own (see ``FIRST_POLL``); the sweep asks only once that question is ``stale_after``
+        overdue — it was lost in a crash — so it never doubles the schedule it backs up."""
         now = self.clock()
         with self.sessions() as s:
             resend = (
@@ -275,15 +285,8 @@ class Dispatcher:
                 s.execute(
                     select(_payouts.c.id)
                     .where(
-                        (
-                            (_payouts.c.status == PayoutStatus.UNKNOWN.value)
-                            & ((_payouts.c.next_attempt_at.is_(None)) | (_payouts.c.next_attempt_at <= now))
-                        )
-                        | (
-                            (_payouts.c.status == PayoutStatus.SUBMITTED.value)
-                            & _payouts.c.next_attempt_at.is_(None)
-                            & (_payouts.c.updated_at <= now - self.stale_after)
-                        )
+                        _payouts.c.status == PayoutStatus.UNKNOWN.value,
+                        _payouts.c.next_attempt_at.is_(None) | (_payouts.c.next_attempt_at <= now),
                     )
                     .order_by(_payouts.c.id)
                     .limit(limit)
@@ -291,7 +294,19 @@ class Dispatcher:
                 .scalars()
                 .all()
             )
-        return list(resend), list(ask)
+            pending = s.execute(
+                select(_payouts.c.id, _payouts.c.submitted_at, _payouts.c.updated_at).where(
+                    _payouts.c.status == PayoutStatus.SUBMITTED.value,
+                    _payouts.c.next_attempt_at.is_(None),
+                    _payouts.c.updated_at <= now - self.stale_after - FIRST_POLL,
+                )
+            ).all()
+        overdue = [
+            p.id
+            for p in pending
+            if p.updated_at + self._longest_poll(p.submitted_at, p.updated_at) + self.stale_after <= now
+        ]
+        return list(resend), sorted([*ask, *overdue])[:limit]
 
     # --- callbacks -----------------------------------------------------------------------------
 
@@ -587,14 +602,7 @@ class Dispatcher:
             if status is PayoutStatus.UNKNOWN:
                 self._backoff_in(s, row, now, reason="provider says pending")
             elif status is PayoutStatus.SUBMITTED:  # accepted: ask again later, in case no callback comes
-                poll_at = now + max(FIRST_POLL, self._delay(row.attempts, None))
-                outbox.add(
-                    s,
-                    topic=outbox.RESOLVE_PAYOUT,
-                    payload={"payout_id": payout_id},
-                    now=now,
-                    available_at=poll_at,
-                )
+                self._poll_later_in(s, row, now, retry_after=None)
             return status
         if result.status is TransferStatus.SUCCEEDED:
             if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
@@ -822,17 +830,10 @@ class Dispatcher:
             outbox.add(s, topic=outbox.DISPATCH_PAYOUT, payload={"payout_id": payout_id}, now=now)
         return PayoutStatus.SUBMITTED
 
-    def _reschedule(
-        self, payout_id: int, *, reason: str, retry_after: float | None, resend: bool = True
-    ) -> PayoutStatus:
+    def _reschedule(self, payout_id: int, *, reason: str, retry_after: float | None) -> PayoutStatus:
         with atomic(self.sessions) as s:
             return self._reschedule_in(
-                s,
-                _lock(s, payout_id),
-                reason=reason,
-                retry_after=retry_after,
-                resend=resend,
-                now=self.clock(),
+                s, _lock(s, payout_id), reason=reason, retry_after=retry_after, now=self.clock()
             )
 
     def _reschedule_in(
@@ -842,10 +843,11 @@ class Dispatcher:
         *,
         reason: str,
         retry_after: float | None,
-        resend: bool,
         now: datetime,
     ) -> PayoutStatus:
-        """Try again later — nothing was processed (429), or an answer could not be had."""
+        """Send again later — the provider refused the instruction unprocessed (429), or the
+        wallet could not be checked. Only for a payment instruction: a status query that
+        fails goes to ``_ask_later`` (``next_attempt_at`` on a submitted payout means "send")."""
         status = PayoutStatus(row.status)
         delay = self._delay(row.attempts, retry_after)
         s.execute(
@@ -862,14 +864,65 @@ class Dispatcher:
             detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
             now=now,
         )
-        topic = (
-            outbox.DISPATCH_PAYOUT if resend and status is not PayoutStatus.UNKNOWN else outbox.RESOLVE_PAYOUT
-        )
+        topic = outbox.DISPATCH_PAYOUT if status is not PayoutStatus.UNKNOWN else outbox.RESOLVE_PAYOUT
         outbox.add(s, topic=topic, payload={"payout_id": row.id}, now=now, available_at=now + delay)
         return status
 
-    def _backoff_in(self, s: Session, row: Row[Any], now: datetime, *, reason: str) -> None:
-        delay = self._delay(row.attempts, None)
+    def _ask_later(self, payout_id: int, *, reason: str, retry_after: float | None) -> PayoutStatus:
+        """A status query could not be answered now (429): ask again later, in the state it is
+        in. The first instruction may still be pending at the provider, so this never sends."""
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            row = _lock(s, payout_id)
+            status = PayoutStatus(row.status)
+            if status is PayoutStatus.UNKNOWN:
+                delay = self._backoff_in(s, row, now, reason=reason, retry_after=retry_after)
+            elif status is PayoutStatus.SUBMITTED:
+                delay = self._poll_later_in(s, row, now, retry_after=retry_after)
+            else:  # settled meanwhile (a callback)
+                return status
+            record_event(
+                s,
+                payout_id=row.id,
+                from_status=status,
+                to_status=status,
+                source="backoff",
+                detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
+                now=now,
+            )
+        return status
+
+    def _poll_later_in(
+        self, s: Session, row: Row[Any], now: datetime, *, retry_after: float | None
+    ) -> timedelta:
+        """Queue the next status query for a submitted payout; it stays submitted, with no
+        ``next_attempt_at`` (that would send it again). ``updated_at`` marks the question as
+        asked, so the sweep (``due``) leaves it to this schedule."""
+        delay = self._poll_delay(row.submitted_at, now, retry_after)
+        s.execute(update(_payouts).where(_payouts.c.id == row.id).values(updated_at=now))
+        outbox.add(
+            s, topic=outbox.RESOLVE_PAYOUT, payload={"payout_id": row.id}, now=now, available_at=now + delay
+        )
+        return delay
+
+    def _poll_delay(
+        self, submitted_at: datetime | None, now: datetime, retry_after: float | None
+    ) -> timedelta:
+        """About as long again as it has been pending, with jitter: the questions about one
+        payout thin out exponentially without counting them. Never sooner than Retry-After."""
+        longest = self._longest_poll(submitted_at, now).total_seconds()
+        delay = self.rng.uniform(max(FIRST_POLL.total_seconds(), longest / 2), longest)
+        return timedelta(seconds=max(delay, retry_after or 0))
+
+    def _longest_poll(self, submitted_at: datetime | None, asked_at: datetime) -> timedelta:
+        """The longest ``_poll_delay`` after a question asked at ``asked_at`` (Retry-After aside)."""
+        pending = asked_at - submitted_at if submitted_at is not None else timedelta(0)
+        return min(self.max_backoff, max(FIRST_POLL, pending))
+
+    def _backoff_in(
+        self, s: Session, row: Row[Any], now: datetime, *, reason: str, retry_after: float | None = None
+    ) -> timedelta:
+        delay = self._delay(row.attempts, retry_after)
         s.execute(
             update(_payouts)
             .where(_payouts.c.id == row.id)
@@ -879,14 +932,13 @@ class Dispatcher:
             s, topic=outbox.RESOLVE_PAYOUT, payload={"payout_id": row.id}, now=now, available_at=now + delay
         )
         del reason
+        return delay
 
     def _delay(self, attempts: int, retry_after: float | None) -> timedelta:
         """Exponential backoff with full jitter, bounded; never sooner than the provider asked."""
         base = min(self.max_backoff.total_seconds(), 0.5 * 2 ** min(attempts, 16))
         delay = self.rng.uniform(base / 2, base)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return timedelta(seconds=min(delay, self.max_backoff.total_seconds()))
+        return timedelta(seconds=max(min(delay, self.max_backoff.total_seconds()), retry_after or 0))
 
     def _callback_outcome(self, s: Session, row: Row[Any] | None, event: CallbackEvent, now: datetime) -> str:
         del now

@@ -1,0 +1,283 @@
+"""Asking a provider about a payout never sends it again, and asks less often the longer it
+is pending (the sandbox adapter over `responses`, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+import responses
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from integrations.providers.sandbox import SandboxProvider
+from payments import outbox
+from payments.dispatch import FIRST_POLL, Dispatcher
+from payments.payout_states import PayoutStatus
+from payments.tables import OutboxRow, PayoutRow
+from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+
+URL = "https://sandbox.provider.test"
+PAYOUTS = f"{URL}/v1/payouts"
+REFERENCE = "po_1"
+ACCEPTED = {"id": REFERENCE, "reference": "r", "status": "accepted"}
+PENDING = {"id": REFERENCE, "reference": "r", "status": "pending"}
+
+
+class Clock:
+    """The dispatcher's time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(f"{URL}/v1/accounts/validate", json={"valid": True, "holder_name": "Siti"})
+        yield mock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def dispatcher(pg_factory: sessionmaker[Session], clock: Clock) -> Dispatcher:
+    return Dispatcher(
+        sessions=pg_factory,
+        providers={"sandbox": SandboxProvider(URL, b"secret")},
+        keyring=KEYRING,
+        clock=clock,
+        rng=random.Random(7),
+    )
+
+
+@pytest.fixture
+def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
+    return make_buyer(pg_factory)
+
+
+def a_payout(pg_factory: sessionmaker[Session], buyer: Buyer) -> int:
+    earn(pg_factory, buyer, make_worker(pg_factory, buyer), 50_000)
+    return run(pg_factory, buyer).payouts[0].id
+
+
+def accepted(mocked: responses.RequestsMock, dispatcher: Dispatcher, payout_id: int) -> None:
+    mocked.post(PAYOUTS, json=ACCEPTED, status=202)
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.SUBMITTED
+
+
+def instructions_sent(mocked: responses.RequestsMock) -> int:
+    return sum(1 for c in mocked.calls if c.request.method == "POST" and c.request.url == PAYOUTS)
+
+
+def queued(pg_factory: sessionmaker[Session], payout_id: int, topic: str) -> list[datetime]:
+    """When each of the payout's queued messages of ``topic`` becomes due."""
+    with pg_factory() as s:
+        rows = s.execute(
+            select(OutboxRow.payload, OutboxRow.available_at)
+            .where(OutboxRow.topic == topic, OutboxRow.relayed_at.is_(None))
+            .order_by(OutboxRow.id)
+        ).all()
+    return [r.available_at for r in rows if r.payload.get("payout_id") == payout_id]
+
+
+def next_question(pg_factory: sessionmaker[Session], payout_id: int) -> datetime:
+    return queued(pg_factory, payout_id, outbox.RESOLVE_PAYOUT)[-1]
+
+
+def payout_row(pg_factory: sessionmaker[Session], payout_id: int) -> PayoutRow:
+    with pg_factory() as s:
+        return s.execute(select(PayoutRow).where(PayoutRow.id == payout_id)).scalar_one()
+
+
+def test_a_rate_limited_status_query_never_sends_a_submitted_payout_again(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", status=429, headers={"Retry-After": "5"})
+    assert dispatcher.resolve(payout_id) is PayoutStatus.SUBMITTED
+    clock.advance(timedelta(hours=1))
+    resend, _ = dispatcher.due()
+    assert payout_id not in resend
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.SUBMITTED
+    assert instructions_sent(mocked) == 1
+    assert queued(pg_factory, payout_id, outbox.DISPATCH_PAYOUT) == []
+
+
+def test_a_rate_limited_status_query_asks_again_no_sooner_than_retry_after(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", status=429, headers={"Retry-After": "120"})
+    asked_at = clock.now
+    dispatcher.resolve(payout_id)
+    assert next_question(pg_factory, payout_id) >= asked_at + timedelta(seconds=120)
+    assert payout_row(pg_factory, payout_id).next_attempt_at is None
+
+
+def test_a_rate_limited_status_query_leaves_an_unknown_payout_unknown_and_asks_again(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    mocked.get(PAYOUTS, status=429, headers={"Retry-After": "60"})
+    assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN
+    clock.advance(timedelta(seconds=30))
+    assert payout_id not in dispatcher.due()[1]
+    clock.advance(timedelta(seconds=31))
+    resend, ask = dispatcher.due()
+    assert payout_id in ask
+    assert payout_id not in resend
+    assert instructions_sent(mocked) == 1
+
+
+def test_a_payout_pending_for_longer_is_asked_about_less_often(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
+    waits: list[timedelta] = []
+    for _ in range(8):  # each question asked when it falls due
+        clock.now = next_question(pg_factory, payout_id)
+        assert dispatcher.resolve(payout_id) is PayoutStatus.SUBMITTED
+        waits.append(next_question(pg_factory, payout_id) - clock.now)
+    assert waits[0] >= FIRST_POLL
+    assert waits[-1] > 10 * waits[0]
+    assert max(waits) <= dispatcher.max_backoff
+
+
+def test_a_pending_payout_is_asked_about_at_most_every_max_backoff(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
+    clock.advance(timedelta(days=2))
+    dispatcher.resolve(payout_id)
+    wait = next_question(pg_factory, payout_id) - clock.now
+    assert dispatcher.max_backoff / 2 <= wait <= dispatcher.max_backoff
+
+
+def test_the_sweep_leaves_a_pending_payout_to_its_queued_question(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
+    clock.advance(timedelta(hours=1))
+    dispatcher.resolve(payout_id)
+    due_at = next_question(pg_factory, payout_id)
+    clock.now = due_at - timedelta(seconds=1)
+    assert payout_id not in dispatcher.due()[1]
+
+
+def test_the_sweep_asks_about_a_pending_payout_whose_question_was_lost(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
+    clock.advance(timedelta(hours=1))
+    dispatcher.resolve(payout_id)  # the next question is queued within max_backoff; then lost
+    clock.advance(dispatcher.max_backoff + dispatcher.stale_after)
+    resend, ask = dispatcher.due()
+    assert payout_id in ask
+    assert payout_id not in resend
+
+
+def test_the_sweep_asks_about_a_submitted_payout_whose_answer_was_never_applied(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, body=RuntimeError("the worker died mid-send"))
+    with pytest.raises(RuntimeError):
+        dispatcher.dispatch(payout_id)
+    assert payout_row(pg_factory, payout_id).status == PayoutStatus.SUBMITTED.value
+    clock.advance(dispatcher.stale_after)
+    assert payout_id not in dispatcher.due()[1]
+    clock.advance(FIRST_POLL)
+    assert payout_id in dispatcher.due()[1]
+
+
+def test_a_retry_after_longer_than_max_backoff_delays_the_resend_that_long(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, status=429, headers={"Retry-After": "3600"})
+    sent_at = clock.now
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.SUBMITTED
+    assert dispatcher.max_backoff < timedelta(seconds=3600)
+    [resend_at] = queued(pg_factory, payout_id, outbox.DISPATCH_PAYOUT)
+    assert resend_at >= sent_at + timedelta(seconds=3600)
+    clock.advance(timedelta(seconds=3599))
+    assert payout_id not in dispatcher.due()[0]
+
+
+def test_a_payout_the_provider_acknowledged_and_no_longer_finds_is_never_sent_again(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    mocked.get(f"{PAYOUTS}/{REFERENCE}", status=404, json={"error_code": "NOT_FOUND"})
+    assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN
+    clock.advance(timedelta(hours=1))
+    resend, _ = dispatcher.due()
+    assert payout_id not in resend
+    assert instructions_sent(mocked) == 1
+    assert queued(pg_factory, payout_id, outbox.DISPATCH_PAYOUT) == []
