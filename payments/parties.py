@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from integrations import phones
 from ledger import EntryDraft, Posting, journal
-from ledger.tables import AccountRow, table_of
+from ledger.tables import AccountRow, insert_or_ignore, table_of
 from payments import chart, pii, wages
 from payments.errors import DuplicateReference, Forbidden, NotFound, Unauthorized, ValidationFailed
 from payments.tables import (
@@ -406,10 +406,14 @@ def earnings_account(
     if found is not None:
         return int(found)
     account = chart.earnings(session, homeworker_id=homeworker_id, buyer_id=buyer_id, now=now)
+    # Her first two confirmations with a buyer may open it at once: the second waits for the
+    # first and then finds its row (the same account: its code is derived from the pair).
     session.execute(
-        insert(_earnings), {"homeworker_id": homeworker_id, "buyer_id": buyer_id, "account_id": account.id}
+        insert_or_ignore(session, _earnings, ["homeworker_id", "buyer_id"]).values(
+            homeworker_id=homeworker_id, buyer_id=buyer_id, account_id=account.id
+        )
     )
-    return account.id
+    return int(session.execute(query).scalar_one())
 
 
 def earnings_accounts(session: Session, *, homeworker_id: int, buyer_id: int | None = None) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""An advance (kasbon) is recovered once, however her confirmations and advances interleave.
+"""Her confirmations and advances with one buyer, raced: an advance (kasbon) is recovered
+once, and her first confirmations open her earnings account once, however they interleave.
 
 Each race is staged the same way on the real PostgreSQL server: one transaction is left
 open holding its locks, a second starts in a thread, and the first commits only after the
@@ -120,6 +121,25 @@ def _worker_with_advance(factory: sessionmaker[Session]) -> tuple[Buyer, int]:
     with atomic(factory) as s:
         _advance(s, buyer, worker)
     return buyer, worker
+
+
+def test_her_first_two_confirmations_with_a_buyer_at_once_both_succeed(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    buyer = make_buyer(pg_factory)
+    worker = make_worker(pg_factory, buyer)
+    first = _delivery(pg_factory, buyer, worker, 10)
+    second = _delivery(pg_factory, buyer, worker, 20)
+
+    _while_open(pg_factory, lambda s: _confirm(s, buyer, first), then=lambda s: _confirm(s, buyer, second))
+
+    with pg_factory() as s:
+        assert {
+            d: deliveries.get(s, principal=buyer.principal, delivery_id=d).earning for d in (first, second)
+        } == {
+            first: 10,
+            second: 20,
+        }
 
 
 def _advance(session: Session, buyer: Buyer, worker: int) -> None:
