@@ -27,6 +27,7 @@ from integrations.sms_senders import SmsSender
 from ledger import chain
 from payments import payouts, pii
 from payments.dispatch import Dispatcher
+from upah import broker
 from upah.db import make_engine, make_session_factory
 from upah.settings import Settings
 
@@ -132,7 +133,8 @@ def run_policy(settings: Settings) -> payouts.RunPolicy:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The queue's configuration: Redis when configured, else a broker that needs no server
-    (kombu's filesystem transport in the data folder), so the embedded default runs real workers."""
+    (kombu's filesystem transport in the data folder, writing each message whole: see
+    ``upah.broker``), so the embedded default runs real workers."""
     conf: dict[str, Any] = {
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -151,13 +153,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["beat_schedule_filename"] = str(_private_folder(settings) / "celerybeat-schedule")
         return conf
     folder = settings.data_dir / ".upah" / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     conf["broker_url"] = "filesystem://"
+    conf["broker_transport"] = broker.TRANSPORT
     conf["broker_transport_options"] = {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),  # kombu's default is ./control, wherever one runs
         "store_processed": False,
         # the transport polls its folder; at kombu's default (1 s) a worker holding one message
         # per process takes about one message a second
