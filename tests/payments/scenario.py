@@ -81,8 +81,8 @@ def make_worker(
     return worker.id
 
 
-def earn(factory: sessionmaker[Session], buyer: Buyer, worker_id: int, amount: int) -> None:
-    """Give her ``amount`` rupiah of confirmed piece work (rate Rp 1 per piece)."""
+def deliver(factory: sessionmaker[Session], buyer: Buyer, worker_id: int, pieces: int) -> int:
+    """An order of ``pieces`` at Rp 1 a piece for her, all delivered and awaiting confirmation."""
     now = datetime.now(UTC)
     with atomic(factory) as s:
         order = orders.post(
@@ -93,26 +93,32 @@ def earn(factory: sessionmaker[Session], buyer: Buyer, worker_id: int, amount: i
             rate=Decimal(1),
             unit=rates.Unit.PIECE,
             minutes_per_piece=Decimal("0.01"),
-            quantity=amount,
+            quantity=pieces,
             deadline=(now + timedelta(days=7)).date(),
             region="ID-JK",
             intermediary_id=None,
             commission=None,
-            assignments=[orders.AssignmentRequest(worker_id, amount)],
+            assignments=[orders.AssignmentRequest(worker_id, pieces)],
             policy=rates.FairRatePolicy.OFF,
             now=now,
         )
-        delivery = deliveries.record(
-            s, principal=buyer.principal, order_id=order.id, homeworker_id=worker_id, pieces=amount, now=now
-        )
+        return deliveries.record(
+            s, principal=buyer.principal, order_id=order.id, homeworker_id=worker_id, pieces=pieces, now=now
+        ).id
+
+
+def earn(factory: sessionmaker[Session], buyer: Buyer, worker_id: int, amount: int) -> None:
+    """Give her ``amount`` rupiah of confirmed piece work (rate Rp 1 per piece)."""
+    delivery_id = deliver(factory, buyer, worker_id, amount)
+    with atomic(factory) as s:
         deliveries.confirm(
             s,
             principal=buyer.principal,
-            delivery_id=delivery.id,
+            delivery_id=delivery_id,
             accepted=amount,
             rejected=0,
             reason=None,
-            now=now,
+            now=datetime.now(UTC),
         )
 
 

@@ -9,18 +9,16 @@ second has had time to read whatever it would read without waiting.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import atomic
-from payments import adjustments, deliveries, orders, rates
-from tests.payments.scenario import Buyer, make_buyer, make_worker
+from payments import adjustments, deliveries
+from tests.payments.scenario import Buyer, deliver, make_buyer, make_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -32,8 +30,8 @@ def test_confirmations_on_two_orders_at_once_recover_one_advance_once(
     pg_factory: sessionmaker[Session],
 ) -> None:
     buyer, worker = _worker_with_advance(pg_factory)
-    first = _delivery(pg_factory, buyer, worker, 2_000)
-    second = _delivery(pg_factory, buyer, worker, 2_000)
+    first = deliver(pg_factory, buyer, worker, 2_000)
+    second = deliver(pg_factory, buyer, worker, 2_000)
 
     _while_open(pg_factory, lambda s: _confirm(s, buyer, first), then=lambda s: _confirm(s, buyer, second))
 
@@ -43,9 +41,9 @@ def test_confirmations_on_two_orders_at_once_recover_one_advance_once(
 
 def test_her_next_delivery_is_paid_after_confirmations_raced(pg_factory: sessionmaker[Session]) -> None:
     buyer, worker = _worker_with_advance(pg_factory)
-    first = _delivery(pg_factory, buyer, worker, 2_000)
-    second = _delivery(pg_factory, buyer, worker, 2_000)
-    third = _delivery(pg_factory, buyer, worker, 10)
+    first = deliver(pg_factory, buyer, worker, 2_000)
+    second = deliver(pg_factory, buyer, worker, 2_000)
+    third = deliver(pg_factory, buyer, worker, 10)
     _while_open(pg_factory, lambda s: _confirm(s, buyer, first), then=lambda s: _confirm(s, buyer, second))
 
     with atomic(pg_factory) as s:
@@ -59,8 +57,8 @@ def test_an_advance_paid_during_a_confirmation_is_left_for_her_next_earning(
     pg_factory: sessionmaker[Session],
 ) -> None:
     buyer, worker = _worker_with_advance(pg_factory)
-    first = _delivery(pg_factory, buyer, worker, 2_000)
-    second = _delivery(pg_factory, buyer, worker, 4_000)
+    first = deliver(pg_factory, buyer, worker, 2_000)
+    second = deliver(pg_factory, buyer, worker, 4_000)
 
     _while_open(pg_factory, lambda s: _confirm(s, buyer, first), then=lambda s: _advance(s, buyer, worker))
     assert _outstanding(pg_factory, buyer, worker) == ADVANCE
@@ -74,8 +72,8 @@ def test_a_confirmation_waits_for_an_advance_being_paid_and_recovers_it(
     pg_factory: sessionmaker[Session],
 ) -> None:
     buyer, worker = _worker_with_advance(pg_factory)
-    first = _delivery(pg_factory, buyer, worker, 2_000)
-    second = _delivery(pg_factory, buyer, worker, 2_000)
+    first = deliver(pg_factory, buyer, worker, 2_000)
+    second = deliver(pg_factory, buyer, worker, 2_000)
     with atomic(pg_factory) as s:
         _confirm(s, buyer, first)
 
@@ -128,8 +126,8 @@ def test_her_first_two_confirmations_with_a_buyer_at_once_both_succeed(
 ) -> None:
     buyer = make_buyer(pg_factory)
     worker = make_worker(pg_factory, buyer)
-    first = _delivery(pg_factory, buyer, worker, 10)
-    second = _delivery(pg_factory, buyer, worker, 20)
+    first = deliver(pg_factory, buyer, worker, 10)
+    second = deliver(pg_factory, buyer, worker, 20)
 
     _while_open(pg_factory, lambda s: _confirm(s, buyer, first), then=lambda s: _confirm(s, buyer, second))
 
@@ -152,31 +150,6 @@ def _advance(session: Session, buyer: Buyer, worker: int) -> None:
         memo="kasbon",
         now=datetime.now(UTC),
     )
-
-
-def _delivery(factory: sessionmaker[Session], buyer: Buyer, worker: int, pieces: int) -> int:
-    now = datetime.now(UTC)
-    with atomic(factory) as s:
-        order = orders.post(
-            s,
-            principal=buyer.principal,
-            reference=uuid.uuid4().hex[:12],
-            product="test work",
-            rate=Decimal(1),
-            unit=rates.Unit.PIECE,
-            minutes_per_piece=Decimal("0.01"),
-            quantity=pieces,
-            deadline=(now + timedelta(days=7)).date(),
-            region="ID-JK",
-            intermediary_id=None,
-            commission=None,
-            assignments=[orders.AssignmentRequest(worker, pieces)],
-            policy=rates.FairRatePolicy.OFF,
-            now=now,
-        )
-        return deliveries.record(
-            s, principal=buyer.principal, order_id=order.id, homeworker_id=worker, pieces=pieces, now=now
-        ).id
 
 
 def _confirm(session: Session, buyer: Buyer, delivery_id: int) -> deliveries.Delivery:

@@ -68,6 +68,16 @@ def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
     return make_buyer(pg_factory)
 
 
+@pytest.fixture
+def submitted(
+    pg_factory: sessionmaker[Session], mocked: responses.RequestsMock, dispatcher: Dispatcher, buyer: Buyer
+) -> int:
+    """A payout the provider accepted: submitted, with its reference, its first question queued."""
+    payout_id = a_payout(pg_factory, buyer)
+    accepted(mocked, dispatcher, payout_id)
+    return payout_id
+
+
 def a_payout(pg_factory: sessionmaker[Session], buyer: Buyer) -> int:
     earn(pg_factory, buyer, make_worker(pg_factory, buyer), 50_000)
     return run(pg_factory, buyer).payouts[0].id
@@ -107,10 +117,9 @@ def test_a_rate_limited_status_query_never_sends_a_submitted_payout_again(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", status=429, headers={"Retry-After": "5"})
     assert dispatcher.resolve(payout_id) is PayoutStatus.SUBMITTED
     clock.advance(timedelta(hours=1))
@@ -126,10 +135,9 @@ def test_a_rate_limited_status_query_asks_again_no_sooner_than_retry_after(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", status=429, headers={"Retry-After": "120"})
     asked_at = clock.now
     dispatcher.resolve(payout_id)
@@ -163,10 +171,9 @@ def test_a_payout_pending_for_longer_is_asked_about_less_often(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
     waits: list[timedelta] = []
     for _ in range(8):  # each question asked when it falls due
@@ -183,10 +190,9 @@ def test_a_pending_payout_is_asked_about_at_most_every_max_backoff(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
     clock.advance(timedelta(days=2))
     dispatcher.resolve(payout_id)
@@ -199,10 +205,9 @@ def test_the_sweep_leaves_a_pending_payout_to_its_queued_question(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
     clock.advance(timedelta(hours=1))
     dispatcher.resolve(payout_id)
@@ -216,10 +221,9 @@ def test_the_sweep_asks_about_a_pending_payout_whose_question_was_lost(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", json=PENDING)
     clock.advance(timedelta(hours=1))
     dispatcher.resolve(payout_id)  # the next question is queued within max_backoff; then lost
@@ -270,10 +274,9 @@ def test_a_payout_the_provider_acknowledged_and_no_longer_finds_is_never_sent_ag
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    submitted: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    accepted(mocked, dispatcher, payout_id)
+    payout_id = submitted
     mocked.get(f"{PAYOUTS}/{REFERENCE}", status=404, json={"error_code": "NOT_FOUND"})
     assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN
     clock.advance(timedelta(hours=1))
