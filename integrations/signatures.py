@@ -7,7 +7,7 @@ Our sandbox provider's callbacks and our own SMS/USSD gateway format carry one h
 The timestamp is inside the signed bytes, so an old message cannot be given a fresh
 timestamp; the verifier refuses timestamps more than ``tolerance`` seconds from its own
 clock, which bounds how long a captured message can be replayed. Within that window the
-caller drops repeats by remembering :func:`replay_key` of each accepted header in a
+caller drops repeats by remembering :func:`replay_key` of each accepted message in a
 store. A sender rotating its secret signs with both secrets and sends two ``v1=`` values;
 either one matching is enough.
 
@@ -103,8 +103,12 @@ def verify_token(expected: str, given: str | None) -> None:
         raise SignatureError("token does not match")
 
 
-def replay_key(header: str) -> str:
-    """A stable key for one signed message, for the caller's seen-signatures store."""
-    timestamp, signatures = _parse(header)
-    material = f"{timestamp}:{','.join(sorted(signatures))}".encode()
-    return "sig:" + hashlib.sha256(material).hexdigest()
+def replay_key(header: str, body: bytes) -> str:
+    """A stable key for one signed message, for the caller's seen-signatures store.
+
+    Made of what was signed (the timestamp and the body), not of the header's text: a header
+    accepts any number of ``v1=`` values, so a replay padded with one more would otherwise
+    pass for a new message.
+    """
+    timestamp, _ = _parse(header)
+    return "sig:" + hashlib.sha256(f"{timestamp}.".encode() + body).hexdigest()

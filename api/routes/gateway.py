@@ -305,7 +305,7 @@ async def sms_callback(request: Request, rt: RuntimeDep) -> Response:
             header = request.headers.get(SIGNATURE_HEADER)
             _verify_hmac(rt.settings.upah_sms_gateway_secret, header, body, now)
             assert header is not None
-            dedupe = signatures.replay_key(header)
+            dedupe = signatures.replay_key(header, body)
     except signatures.SignatureError:
         return _unauthorized()
     if form is None:

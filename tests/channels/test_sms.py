@@ -147,6 +147,21 @@ def test_a_repeated_delivery_of_one_message_is_answered_once(
     assert len(sandbox_sms.sent) == 1
 
 
+def test_a_replay_padded_with_another_signature_is_answered_once(
+    app: App, worker: Worker, sandbox_sms: SandboxSmsSender
+) -> None:
+    body = f"from={worker.phone.replace('+', '%2B')}&to=98765&text=SALDO".encode()
+    header = app.gateway.sign("sms-gateway-secret-for-tests", body)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for signature in (header, f"{header},{header.split(',')[1]}", f"{header},v1={'0' * 64}"):
+        sent = app.client.post(
+            "/v1/gateway/sms", content=body, headers={**form, "X-Upah-Signature": signature}
+        )
+        assert sent.status_code == 200
+    relay_sms(app, sandbox_sms, {worker.id})
+    assert len(sandbox_sms.sent) == 1
+
+
 def test_a_malformed_message_is_refused_without_a_500(app: App, worker: Worker) -> None:
     r = app.gateway.sms_raw({"from": worker.phone, "text": "SALDO"})
     assert r.status_code == 422
