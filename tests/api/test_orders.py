@@ -207,3 +207,21 @@ def test_closing_with_deliveries_awaiting_confirmation_is_refused(client: TestCl
     r = client.post(f"/v1/orders/{order['id']}/close", headers=buyer.headers)
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "invalid_state"
+
+
+def test_a_whole_rate_and_minutes_come_back_as_they_were_quoted(client: TestClient, buyer: Actor) -> None:
+    worker = register(client, buyer)
+    posted = post_order(client, buyer, worker["id"], minutes_per_piece="10")
+    read = client.get(f"/v1/orders/{posted['id']}", headers=buyer.headers).json()
+    for order in (posted, read):
+        assert (order["piece_rate"]["rate"], order["minutes_per_piece"]) == ("500", "10")
+
+
+def test_the_payslip_quotes_a_whole_rate_as_agreed(client: TestClient, buyer: Actor) -> None:
+    worker = register(client, buyer)
+    order = post_order(client, buyer, worker["id"])
+    confirm(client, buyer, deliver(client, buyer, order["id"], worker["id"], 10)["id"], accepted=10)
+    slip = client.get(f"/v1/homeworkers/{worker['id']}/payslip", headers=buyer.headers).json()
+    assert slip["orders"][0]["piece_rate"]["rate"] == "500"
+    text = client.get(f"/v1/homeworkers/{worker['id']}/payslip?format=text", headers=buyer.headers).text
+    assert "rate 500 per pasang" in text
