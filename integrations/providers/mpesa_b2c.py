@@ -101,6 +101,19 @@ _TRANSACTION_STATUSES: Final = {
 }
 
 
+def _undecided(event_id: str, key: str, reason: str) -> CallbackEvent:
+    """A callback that says nothing of whether she was paid: the payout stays pending."""
+    return CallbackEvent(
+        event_id=event_id,
+        idempotency_key=key,
+        provider_reference=None,
+        status=TransferStatus.PENDING,
+        amount=None,
+        currency=None,
+        failure_code=reason,
+    )
+
+
 def _with_query(url: str, params: Mapping[str, str]) -> str:
     """``url`` with ``params`` added to its query string."""
     parts = urlsplit(url)
@@ -420,15 +433,7 @@ class MpesaB2CProvider:
             raise InvalidCallback("M-Pesa callback lacks ConversationID or ResultCode")
         event_id = f"mpesa:{kind}:{conversation}:{code}"
         if kind == "timeout":
-            return CallbackEvent(
-                event_id=event_id,
-                idempotency_key=key,
-                provider_reference=None,
-                status=TransferStatus.PENDING,
-                amount=None,
-                currency=None,
-                failure_code="queue_timeout",
-            )
+            return _undecided(event_id, key, "queue_timeout")
         parameters = _parameters(result)
         if kind == "status":
             return self._status_event(event_id, key, code, parameters)
@@ -442,15 +447,7 @@ class MpesaB2CProvider:
                 currency=CURRENCY,
             )
         if code in _UNDECIDED_RESULTS:
-            return CallbackEvent(
-                event_id=event_id,
-                idempotency_key=key,
-                provider_reference=None,
-                status=TransferStatus.PENDING,
-                amount=None,
-                currency=None,
-                failure_code=_UNDECIDED_RESULTS[code],
-            )
+            return _undecided(event_id, key, _UNDECIDED_RESULTS[code])
         return CallbackEvent(
             event_id=event_id,
             idempotency_key=key,
