@@ -855,15 +855,7 @@ class Dispatcher:
             .where(_payouts.c.id == row.id)
             .values(next_attempt_at=now + delay, updated_at=now)
         )
-        record_event(
-            s,
-            payout_id=row.id,
-            from_status=status,
-            to_status=status,
-            source="backoff",
-            detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
-            now=now,
-        )
+        _record_backoff(s, row.id, status, reason=reason, delay=delay, now=now)
         topic = outbox.DISPATCH_PAYOUT if status is not PayoutStatus.UNKNOWN else outbox.RESOLVE_PAYOUT
         outbox.add(s, topic=topic, payload={"payout_id": row.id}, now=now, available_at=now + delay)
         return status
@@ -881,15 +873,7 @@ class Dispatcher:
                 delay = self._poll_later_in(s, row, now, retry_after=retry_after)
             else:  # settled meanwhile (a callback)
                 return status
-            record_event(
-                s,
-                payout_id=row.id,
-                from_status=status,
-                to_status=status,
-                source="backoff",
-                detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
-                now=now,
-            )
+            _record_backoff(s, row.id, status, reason=reason, delay=delay, now=now)
         return status
 
     def _poll_later_in(
@@ -967,6 +951,21 @@ class Dispatcher:
 class _Send:
     provider: str
     request: TransferRequest
+
+
+def _record_backoff(
+    s: Session, payout_id: int, status: PayoutStatus, *, reason: str, delay: timedelta, now: datetime
+) -> None:
+    """The payout's history says why it waits, and for how long (it stays in its state)."""
+    record_event(
+        s,
+        payout_id=payout_id,
+        from_status=status,
+        to_status=status,
+        source="backoff",
+        detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
+        now=now,
+    )
 
 
 def _lock_many(s: Session, payout_ids: Sequence[int]) -> list[Row[Any]]:
