@@ -146,7 +146,7 @@ def seed(url: str, keyring: pii.Keyring, count: int) -> list[tuple[int, str]]:
                 workers.append((worker.id, phone))
         print(f"\r  seeded {len(workers):,}/{count:,} homeworkers", end="", flush=True)
     with atomic(factory) as s:  # one Argon2 hash for everyone: hashing 10,000 PINs is not the point
-        s.execute(update(HomeworkerRow).values(pin_hash=pins.hash_pin(PIN)))
+        s.execute(update(HomeworkerRow).values(pin_hash=pins.hash_pin(PIN, keyring=keyring)))
     print(f" in {time.perf_counter() - started:.0f} s")
     engine.dispose()
     return workers

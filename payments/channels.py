@@ -536,15 +536,16 @@ def ussd_turn(
     if isinstance(action, CheckPin):
         return _check_pin(sessions, keyring=keyring, ctx=ctx, pin=action.pin)
     if isinstance(action, SetPin):
-        return _set_pin(sessions, ctx=ctx, pin=action.pin, outcome=step.outcome)
-    return _change_pin(sessions, ctx=ctx, new=action.new, outcome=step.outcome)
+        return _set_pin(sessions, keyring=keyring, ctx=ctx, pin=action.pin, outcome=step.outcome)
+    return _change_pin(sessions, keyring=keyring, ctx=ctx, new=action.new, outcome=step.outcome)
 
 
 def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _Context, pin: str) -> UssdTurn:
     stored = ctx.worker.pin_hash
     assert stored is not None, "the menu asks for a PIN only once one is set"
-    ok = pins.verify_pin(pin_hash=stored, pin=pin)
-    rehashed = pins.hash_pin(pin) if ok and pins.needs_rehash(stored) else None
+    ok = pins.verify_pin(pin_hash=stored, pin=pin, keyring=keyring)
+    stale = ok and pins.needs_rehash(stored, keyring=keyring)
+    rehashed = pins.hash_pin(pin, keyring=keyring) if stale else None
     tag = _pin_tag(keyring, ctx.session_id, pin)
     lang = ctx.worker.language
     with atomic(sessions) as session:
@@ -614,8 +615,10 @@ def _record_try(
     return worker, True
 
 
-def _set_pin(sessions: sessionmaker[Session], *, ctx: _Context, pin: str, outcome: UssdOutcome) -> UssdTurn:
-    hashed = pins.hash_pin(pin)
+def _set_pin(
+    sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _Context, pin: str, outcome: UssdOutcome
+) -> UssdTurn:
+    hashed = pins.hash_pin(pin, keyring=keyring)
     with atomic(sessions) as session:
         changed = _affected(
             session,
@@ -630,12 +633,12 @@ def _set_pin(sessions: sessionmaker[Session], *, ctx: _Context, pin: str, outcom
 
 
 def _change_pin(
-    sessions: sessionmaker[Session], *, ctx: _Context, new: str, outcome: UssdOutcome
+    sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _Context, new: str, outcome: UssdOutcome
 ) -> UssdTurn:
     """Replace the PIN this session logged in with (its verdict is bound to that PIN)."""
     if ctx.verdict is not True or ctx.worker.pin_hash is None:
         return UssdTurn(selfservice.session_expired(ctx.worker.language))
-    hashed = pins.hash_pin(new)
+    hashed = pins.hash_pin(new, keyring=keyring)
     with atomic(sessions) as session:
         changed = _affected(
             session,

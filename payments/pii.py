@@ -205,6 +205,24 @@ def needs_reencrypt(keyring: Keyring, token: str) -> bool:
     return token_key_id(token) != keyring.primary_key_id
 
 
+def pepper(keyring: Keyring, secret: str, *, purpose: str, key_id: str | None = None) -> tuple[str, bytes]:
+    """A keyed hash of a short secret (a PIN) to stretch instead of the secret itself.
+
+    With at most a million PINs, a stolen table of stretched PINs falls to guessing in
+    hours; peppered first with a key that lives outside the database, it gives nothing
+    without the key. Made with the key ``key_id`` (the primary key by default); returns that
+    key's id (to store beside the hash) and the digest. A key id not in the ring raises
+    :class:`InvalidKey`.
+    """
+    if not _PURPOSE.fullmatch(purpose):
+        raise ValueError("purpose is a short lower-case name such as 'ussd_pin'")
+    key = keyring._keys[0] if key_id is None else keyring._by_id(key_id)
+    if key is None:
+        raise InvalidKey("the key that made this value is no longer in UPAH_SECRET_KEYS")
+    purpose_key = hmac.new(key.index_master, f"pepper/{purpose}".encode("ascii"), hashlib.sha256).digest()
+    return key.key_id, hmac.new(purpose_key, secret.encode("utf-8"), hashlib.sha256).digest()
+
+
 def blind_index(keyring: Keyring, value: str, *, purpose: str) -> str:
     """Keyed hash for equality lookups, stable when new keys are prepended to the ring."""
     if not _PURPOSE.fullmatch(purpose):

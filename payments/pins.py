@@ -5,11 +5,19 @@ only after a PIN of 4 to 6 digits. A PIN that a family member would guess first 
 refused when it is set: every digit the same (``0000``), an ascending or descending run
 (``1234``, ``4321``, ``123456``), or a two-digit pair repeated (``1212``).
 
-PINs are stored as Argon2id hashes (argon2-cffi). Parameters are moderate —
-16 MiB, 2 passes, 1 lane, about 20 ms of one core on the standard machine — because a
-check happens once per USSD session, on a 2-core server, inside a gateway's 15-second
-budget. With at most a million PINs no hash makes offline guessing slow; what protects a
-PIN is the lockout below and keeping the hashes (and the database) private.
+PINs are stored as Argon2id hashes (argon2-cffi) of the PIN *peppered* first: a keyed
+hash with a key from ``UPAH_SECRET_KEYS`` (:func:`payments.pii.pepper`), which lives
+outside the database. With at most a million PINs no stretching makes offline guessing
+slow — a stolen table of plain Argon2 hashes falls in hours — and many people use the same
+digits for their bank card or mobile-money wallet; without the key the table gives
+nothing. Argon2's parameters are moderate — 16 MiB, 2 passes, 1 lane, about 20 ms of one
+core on the standard machine — because a check happens once per USSD session, on a 2-core
+server, inside a gateway's 15-second budget. Online, the lockout below protects a PIN.
+
+A stored hash reads ``pin1.<key id>.<Argon2 hash>``. After a key rotation (a new key put
+first), a PIN made with the older key still verifies and is rehashed with the new one at
+her next right PIN (:func:`needs_rehash`); so is a hash from before peppering (a bare
+Argon2 hash). Retiring a key makes the PINs still made with it unusable until reset.
 
 Lockout, as a pure rule: the third wrong PIN in a row locks the menu for 15 minutes
 (:func:`after_failure`) and starts a fresh count of three; a right PIN resets the count
@@ -28,6 +36,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from payments import pii
 from payments.errors import PaymentsError, ValidationFailed
 
 MIN_LENGTH = 4
@@ -38,6 +47,9 @@ LOCK_DURATION = timedelta(minutes=15)
 TIME_COST = 2
 MEMORY_COST_KIB = 16 * 1024
 PARALLELISM = 1
+
+FORMAT = "pin1"
+PEPPER_PURPOSE = "ussd_pin"
 
 _PIN = re.compile(rf"[0-9]{{{MIN_LENGTH},{MAX_LENGTH}}}")
 
@@ -80,30 +92,58 @@ def is_trivial(pin: str) -> bool:
     return len(pin) % 2 == 0 and pin == pin[:2] * (len(pin) // 2)
 
 
-def hash_pin(pin: str) -> str:
-    """Hash a well-formed PIN with Argon2id; refuse a malformed one before spending CPU."""
+def hash_pin(pin: str, *, keyring: pii.Keyring) -> str:
+    """Pepper a well-formed PIN with the primary key and hash it with Argon2id; refuse a
+    malformed one before spending CPU."""
     if not valid_pin_format(pin):
         raise InvalidPin("a PIN is 4 to 6 digits")
+    key_id, peppered = pii.pepper(keyring, pin, purpose=PEPPER_PURPOSE)
     with _hashing:
-        return _hasher().hash(pin)
+        return f"{FORMAT}.{key_id}.{_hasher().hash(peppered)}"
 
 
-def verify_pin(*, pin_hash: str, pin: str) -> bool:
+def verify_pin(*, pin_hash: str, pin: str, keyring: pii.Keyring) -> bool:
     """True if ``pin`` matches the stored hash; a malformed PIN is simply wrong."""
     if not valid_pin_format(pin):
         return False
+    key_id, encoded = _parts(pin_hash)
+    secret: str | bytes = pin
+    if key_id is not None:
+        try:
+            secret = pii.pepper(keyring, pin, purpose=PEPPER_PURPOSE, key_id=key_id)[1]
+        except pii.InvalidKey as exc:
+            raise InvalidPinHash("the stored PIN hash was made with a key no longer configured") from exc
     try:
         with _hashing:
-            return _hasher().verify(pin_hash, pin)
+            return _hasher().verify(encoded, secret)
     except VerifyMismatchError:
         return False
     except (InvalidHashError, VerificationError) as exc:
         raise InvalidPinHash("the stored PIN hash is not a valid Argon2 hash") from exc
 
 
-def needs_rehash(pin_hash: str) -> bool:
-    """True if a hash was made with other parameters: rehash after the next right PIN."""
-    return _hasher().check_needs_rehash(pin_hash)
+def needs_rehash(pin_hash: str, *, keyring: pii.Keyring) -> bool:
+    """True if a hash was made without pepper, with an older key or with other parameters:
+    rehash after the next right PIN."""
+    key_id, encoded = _parts(pin_hash)
+    if key_id != keyring.primary_key_id:
+        return True
+    try:
+        return _hasher().check_needs_rehash(encoded)
+    except (InvalidHashError, ValueError):
+        return True
+
+
+def _parts(pin_hash: str) -> tuple[str | None, str]:
+    """(key id, Argon2 hash) of a stored hash; the key id is None for a hash from before
+    peppering (a bare Argon2 hash)."""
+    prefix, _, rest = pin_hash.partition(".")
+    if prefix != FORMAT:
+        return None, pin_hash
+    key_id, _, encoded = rest.partition(".")
+    if not key_id or not encoded:
+        raise InvalidPinHash("the stored PIN hash is malformed")
+    return key_id, encoded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
 from integrations.sms_senders import SandboxSmsSender
@@ -29,14 +30,32 @@ def stored(app: App, worker: Worker) -> HomeworkerRow:
         return s.execute(select(HomeworkerRow).where(HomeworkerRow.id == worker.id)).scalar_one()
 
 
-def test_the_pin_is_stored_only_as_an_argon2id_hash(app: App, worker: Worker) -> None:
+def test_the_pin_is_stored_only_as_a_peppered_argon2id_hash(app: App, worker: Worker) -> None:
     set_pin(app, worker, PIN)
     row = stored(app, worker)
-    assert row.pin_hash is not None and row.pin_hash.startswith("$argon2id$")
+    assert row.pin_hash is not None
+    assert row.pin_hash.startswith(f"pin1.{app.keyring.primary_key_id}.$argon2id$")
     assert PIN not in row.pin_hash
     with app.factory() as s:
         tags = s.execute(select(UssdSessionRow.pin_tag)).scalars().all()
     assert all(PIN not in (tag or "") for tag in tags)
+
+
+def test_a_pin_hashed_before_peppering_still_opens_the_menu_and_is_rehashed_with_pepper(
+    app: App, worker: Worker
+) -> None:
+    bare = PasswordHasher(time_cost=2, memory_cost=16 * 1024, parallelism=1).hash(PIN)
+    with atomic(app.factory) as s:
+        s.execute(update(HomeworkerRow).where(HomeworkerRow.id == worker.id).values(pin_hash=bare))
+    wrong = app.gateway.dial(worker.phone)
+    wrong.start()
+    wrong.pin(WRONG)
+    assert stored(app, worker).pin_hash == bare
+    dial = login(app, worker, PIN)
+    assert "Belum dibayar" in dial.press("1")
+    upgraded = stored(app, worker).pin_hash
+    assert upgraded is not None and upgraded.startswith(f"pin1.{app.keyring.primary_key_id}.")
+    assert "Belum dibayar" in login(app, worker, PIN).press("1")
 
 
 @pytest.mark.parametrize("guessable", ["1234", "0000", "4321", "1212", "123456", "999999"])

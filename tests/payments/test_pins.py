@@ -1,4 +1,4 @@
-"""PINs: format, guessable PINs refused, Argon2 hashes, and the lockout rule."""
+"""PINs: format, guessable PINs refused, peppered Argon2 hashes, and the lockout rule."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from payments import pii
 from payments.pins import (
     LOCK_DURATION,
     MAX_TRIES,
@@ -26,6 +28,8 @@ from payments.pins import (
 )
 
 NOW = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
+KEY = pii.generate_key()
+KEYS = pii.Keyring.from_keys([KEY])
 
 
 @pytest.mark.parametrize("pin", ["4821", "48213", "482913", "0917"])
@@ -68,46 +72,76 @@ def test_a_malformed_pin_is_not_called_trivial() -> None:
 
 
 def test_a_hashed_pin_verifies() -> None:
-    assert verify_pin(pin_hash=hash_pin("4821"), pin="4821")
+    assert verify_pin(pin_hash=hash_pin("4821", keyring=KEYS), pin="4821", keyring=KEYS)
 
 
 def test_a_wrong_pin_does_not_verify() -> None:
-    assert not verify_pin(pin_hash=hash_pin("4821"), pin="4822")
+    assert not verify_pin(pin_hash=hash_pin("4821", keyring=KEYS), pin="4822", keyring=KEYS)
 
 
 def test_a_malformed_pin_never_verifies() -> None:
-    assert not verify_pin(pin_hash=hash_pin("4821"), pin="4821 ")
+    assert not verify_pin(pin_hash=hash_pin("4821", keyring=KEYS), pin="4821 ", keyring=KEYS)
 
 
-def test_the_hash_is_argon2id_and_does_not_contain_the_pin() -> None:
-    stored = hash_pin("482913")
-    assert stored.startswith("$argon2id$")
+def test_the_hash_names_its_key_holds_argon2id_and_does_not_contain_the_pin() -> None:
+    stored = hash_pin("482913", keyring=KEYS)
+    assert stored.startswith(f"pin1.{KEYS.primary_key_id}.$argon2id$")
     assert "482913" not in stored
 
 
+def test_the_argon2_hash_is_of_the_peppered_pin_so_the_table_alone_cannot_check_a_guess() -> None:
+    argon2_part = hash_pin("482913", keyring=KEYS).split(".", 2)[2]
+    with pytest.raises(VerifyMismatchError):
+        PasswordHasher().verify(argon2_part, "482913")
+
+
+def test_a_pin_hashed_under_other_keys_does_not_verify() -> None:
+    other = pii.Keyring.from_keys([pii.generate_key()])
+    stored = hash_pin("4821", keyring=other)
+    with pytest.raises(InvalidPinHash):
+        verify_pin(pin_hash=stored, pin="4821", keyring=KEYS)
+
+
+def test_after_a_rotation_an_older_keys_hash_verifies_and_needs_a_rehash() -> None:
+    rotated = pii.Keyring.from_keys([pii.generate_key(), KEY])
+    stored = hash_pin("4821", keyring=KEYS)
+    assert verify_pin(pin_hash=stored, pin="4821", keyring=rotated)
+    assert needs_rehash(stored, keyring=rotated)
+    assert not needs_rehash(hash_pin("4821", keyring=rotated), keyring=rotated)
+
+
+def test_a_hash_from_before_peppering_verifies_and_needs_a_rehash() -> None:
+    bare = PasswordHasher(time_cost=2, memory_cost=16 * 1024, parallelism=1).hash("4821")
+    assert verify_pin(pin_hash=bare, pin="4821", keyring=KEYS)
+    assert not verify_pin(pin_hash=bare, pin="4822", keyring=KEYS)
+    assert needs_rehash(bare, keyring=KEYS)
+
+
 def test_hashing_the_same_pin_twice_gives_different_hashes() -> None:
-    assert hash_pin("4821") != hash_pin("4821")
+    assert hash_pin("4821", keyring=KEYS) != hash_pin("4821", keyring=KEYS)
 
 
 def test_a_malformed_pin_is_refused_before_hashing() -> None:
     with pytest.raises(InvalidPin) as caught:
-        hash_pin("48a1")
+        hash_pin("48a1", keyring=KEYS)
     assert caught.value.code == "invalid_pin"
 
 
-def test_a_corrupt_stored_hash_is_an_error_not_a_wrong_pin() -> None:
+@pytest.mark.parametrize("corrupt", ["not-a-hash", "pin1.", "pin1.abc", f"pin1.{KEYS.primary_key_id}.nope"])
+def test_a_corrupt_stored_hash_is_an_error_not_a_wrong_pin(corrupt: str) -> None:
     with pytest.raises(InvalidPinHash):
-        verify_pin(pin_hash="not-a-hash", pin="4821")
+        verify_pin(pin_hash=corrupt, pin="4821", keyring=KEYS)
 
 
-def test_a_hash_made_with_the_current_parameters_needs_no_rehash() -> None:
-    assert not needs_rehash(hash_pin("4821"))
+def test_a_hash_made_with_the_current_parameters_and_key_needs_no_rehash() -> None:
+    assert not needs_rehash(hash_pin("4821", keyring=KEYS), keyring=KEYS)
 
 
 def test_a_hash_made_with_other_parameters_needs_a_rehash() -> None:
-    old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("4821")
-    assert needs_rehash(old)
-    assert verify_pin(pin_hash=old, pin="4821")
+    key_id, peppered = pii.pepper(KEYS, "4821", purpose="ussd_pin")
+    old = f"pin1.{key_id}." + PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(peppered)
+    assert needs_rehash(old, keyring=KEYS)
+    assert verify_pin(pin_hash=old, pin="4821", keyring=KEYS)
 
 
 def test_a_first_wrong_pin_counts_without_locking() -> None:
