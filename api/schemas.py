@@ -282,7 +282,11 @@ class PayslipRead(BaseModel):
 
 
 class PayoutRunCreate(Request):
-    pass
+    buyer_id: Id | None = Field(
+        default=None,
+        description="the buyer organisation the run pays for: required of an admin key; "
+        "a buyer key may leave it out or name only its own organisation",
+    )
 
 
 class PayoutLine(BaseModel):

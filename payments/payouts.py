@@ -5,7 +5,9 @@ the minimum payout. Each payout reserves its amount with a ledger hold on her ea
 account the moment it is created — so the same earnings can never be put in two payouts,
 whatever runs overlap — and a hold on the buyer's funds for the provider fee, which the
 buyer pays, never the homeworker. A run above the approval threshold waits for a second
-key of the same organisation (maker–checker). Sending is asynchronous: see dispatch.py.
+key of the same organisation (maker–checker). An admin key may create a run for a named
+buyer — the same run that buyer would create — but only a buyer key of that organisation
+approves it. Sending is asynchronous: see dispatch.py.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from sqlalchemy.orm import Session
 from ledger import journal
 from ledger.tables import AccountRow, table_of
 from payments import outbox, parties
-from payments.errors import Forbidden, InvalidState, NotFound
-from payments.parties import Principal, Role
+from payments.errors import Forbidden, InvalidState, NotFound, ValidationFailed
+from payments.parties import OrganizationKind, Principal, Role
 from payments.payout_states import PayoutStatus, RunStatus
 from payments.tables import (
     DeliveryRow,
@@ -96,12 +98,22 @@ class PayoutRun:
     payouts: list[Payout]
 
 
-def create_run(session: Session, *, principal: Principal, policy: RunPolicy, now: datetime) -> PayoutRun:
-    """One payout per homeworker owed at least the minimum; dispatched now, or after approval."""
-    principal.require(Role.BUYER)
-    buyer_id = principal.organization_id
-    assert buyer_id is not None
-    buyer = parties.get_organization(session, principal=principal, organization_id=buyer_id)
+def create_run(
+    session: Session,
+    *,
+    principal: Principal,
+    policy: RunPolicy,
+    now: datetime,
+    buyer_id: int | None = None,
+) -> PayoutRun:
+    """One payout per homeworker owed at least the minimum; dispatched now, or after approval.
+
+    A buyer key pays for its own organisation (``buyer_id`` may only name it); an admin key
+    names the buyer and creates exactly the run that buyer would, awaiting approval by a
+    buyer key of that organisation above the threshold — the admin can never approve it.
+    """
+    buyer = _run_buyer(session, principal=principal, buyer_id=buyer_id)
+    buyer_id = buyer.id
     assert buyer.available_account_id is not None
     owed = session.execute(
         select(
@@ -487,6 +499,31 @@ def _enqueue_dispatch(session: Session, *, run_id: int, now: datetime) -> None:
     outbox.add_many(
         session, topic=outbox.DISPATCH_BATCH, payloads=[{"payout_ids": b} for b in batches], now=now
     )
+
+
+def _run_buyer(session: Session, *, principal: Principal, buyer_id: int | None) -> parties.Organization:
+    """The buyer organisation a run pays for; refused before anything is written."""
+    principal.require(Role.BUYER, Role.ADMIN)
+    if principal.role is Role.BUYER:
+        assert principal.organization_id is not None
+        if buyer_id is not None and buyer_id != principal.organization_id:
+            raise NotFound("organisation not found")  # another organisation's does not exist for you
+        return parties.get_organization(
+            session, principal=principal, organization_id=principal.organization_id
+        )
+    if buyer_id is None:
+        raise ValidationFailed(
+            'buyer_id: an admin key must name the buyer organisation the run pays for: {"buyer_id": N}',
+            field="buyer_id",
+        )
+    buyer = parties.get_organization(session, principal=principal, organization_id=buyer_id)
+    if buyer.kind is not OrganizationKind.BUYER:
+        raise ValidationFailed(
+            f"buyer_id: organisation {buyer.id} is not a buyer but an {buyer.kind.value}; "
+            "a payout run pays what a buyer owes",
+            field="buyer_id",
+        )
+    return buyer
 
 
 def _run_row(session: Session, principal: Principal, run_id: int, *, for_update: bool = False) -> Row[Any]:

@@ -61,10 +61,12 @@ def create_run(
     who: PrincipalDep, rt: RuntimeDep, now: NowDep, body: s.PayoutRunCreate | None = None
 ) -> s.PayoutRunRead:
     """One payout per homeworker owed at least the minimum; above the approval threshold a
-    second key must approve it."""
-    del body
+    second key must approve it. A buyer key sends ``{}`` and pays for its own organisation; an
+    admin key sends ``{"buyer_id": N}`` and creates the run that buyer would — approved, when
+    it must be, by a buyer key of that organisation."""
+    buyer_id = body.buyer_id if body is not None else None
     with rt.transaction() as session:
-        run = payouts.create_run(session, principal=who, policy=rt.run_policy, now=now)
+        run = payouts.create_run(session, principal=who, policy=rt.run_policy, now=now, buyer_id=buyer_id)
     rt.metrics.payout_runs.inc()
     if rt.kick:
         rt.kick()
