@@ -534,14 +534,18 @@ def _may_see_dispute(
     session: Session, principal: Principal, buyer_id: int | None, homeworker_id: int
 ) -> bool:
     """As the disputes list scopes them: the buyer concerned, or — when she named none — any
-    organisation she is linked to."""
+    buyer she is linked to; never an intermediary."""
     if principal.platform_wide or buyer_id == principal.organization_id:
         return True
     if buyer_id is not None:
         return False
     linked = session.execute(
-        select(_links.c.homeworker_id).where(
-            _links.c.homeworker_id == homeworker_id, _links.c.organization_id == principal.organization_id
+        select(_links.c.homeworker_id)
+        .join(_orgs, _orgs.c.id == _links.c.organization_id)
+        .where(
+            _links.c.homeworker_id == homeworker_id,
+            _links.c.organization_id == principal.organization_id,
+            _orgs.c.kind == OrganizationKind.BUYER.value,
         )
     ).first()
     return linked is not None

@@ -930,8 +930,9 @@ def reconcile(
     """Match a parsed statement against the payouts in the caller's scope and store the run.
 
     ``principal`` None is the system (CLI, nightly task): platform-wide. An organisation's
-    auditor sees only its payouts; lines of other organisations' payouts are counted as
-    ``out_of_scope`` and not stored. Without a keyring, nothing is matched by wallet.
+    auditor sees only its payouts; lines of other organisations' payouts found by reference
+    or provider id are counted as ``out_of_scope`` and not stored (lines without either are
+    matched by wallet to its own payouts only). Without a keyring, nothing is matched by wallet.
     ``payouts`` collects the provider's payouts when the caller started loading them
     already (:func:`loading_payouts`).
     """
@@ -1014,7 +1015,7 @@ def _reconcile(
         payouts,
         window=window,
         period=(period_from, period_to),
-        wallets=_wallet_lookup(session, keyring),
+        wallets=_wallet_lookup(session, keyring, organization_id),
     )
     everything = len(matched) + len(exceptions)
     if organization_id is not None:
@@ -1134,15 +1135,20 @@ def loading_payouts(session: Session, *, provider: str) -> Iterator[Callable[[],
 
 
 def _wallet_lookup(
-    session: Session, keyring: pii.Keyring | None
+    session: Session, keyring: pii.Keyring | None, organization_id: int | None
 ) -> Callable[[Sequence[LedgerPayout]], dict[int, str | None]]:
-    """Decrypt the wallets of the given payouts, read in one query; nothing without a keyring."""
+    """Decrypt the wallets of the given payouts, read in one query; nothing without a keyring.
+
+    For an organisation's auditor only its own payouts' wallets: a line without our reference
+    is then never matched by wallet to another organisation's payout, so a made-up line
+    (a wallet, an amount, a day) cannot tell that auditor whether another buyer paid it.
+    """
 
     def wallets(candidates: Sequence[LedgerPayout]) -> dict[int, str | None]:
         if keyring is None or not candidates:
             return {}
         found: dict[int, str | None] = {}
-        ids = [p.id for p in candidates]
+        ids = [p.id for p in candidates if organization_id is None or p.buyer_id == organization_id]
         for chunk in range(0, len(ids), 10_000):
             query = select(_payouts.c.id, _payouts.c.account_enc).where(
                 _payouts.c.id.in_(ids[chunk : chunk + 10_000])

@@ -185,6 +185,18 @@ def test_a_line_without_identifiers_is_matched_by_amount_wallet_and_date(
     assert paid.amount == 64_000
 
 
+def test_a_line_without_identifiers_is_never_matched_to_another_organisations_payout_for_its_auditor(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, payer: Buyer
+) -> None:
+    other = make_buyer(pg_factory)
+    pay(pg_factory, dispatcher, other, [71_000])
+    statement = edit(statement_of(sandbox), lambda rows: [["", "", *r[2:]] for r in rows])
+    probe = reconcile(pg_factory, statement, auditor_of(pg_factory, payer.principal.organization_id))
+    assert (probe.summary["unknown_at_provider"], probe.summary["out_of_scope"]) == (1, 0)
+    theirs = reconcile(pg_factory, statement, auditor_of(pg_factory, other.principal.organization_id))
+    assert theirs.summary["matched"] == 1 and theirs.exceptions == []
+
+
 def test_exceptions_are_annotated_resolved_and_reopened_keeping_their_history(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, payer: Buyer
 ) -> None:

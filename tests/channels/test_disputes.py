@@ -99,6 +99,29 @@ def test_intermediaries_cannot_read_disputes(app: App, admin: Actor, worker: Wor
     assert r.json()["error"]["code"] == "forbidden"
 
 
+def test_her_intermediarys_auditor_key_never_sees_a_report_naming_no_buyer(
+    app: App, admin: Actor, buyer: Actor, worker: Worker
+) -> None:
+    from tests.api.conftest import new_org
+
+    middleman = new_org(app.client, admin, "intermediary")
+    second = buyer_actor(app, admin)
+    assert second.organization_id is not None
+    with atomic(app.factory) as s:  # two buyers (so she names none) and the intermediary who brings her work
+        for org in (second.organization_id, middleman):
+            parties.link(s, homeworker_id=worker.id, organization_id=org, now=app.clock.now)
+    post_order(app.client, second, worker.id)
+    code = report(app, worker, "1")
+    found = [d for d in disputes(app, buyer) if d["reference"] == code]
+    assert len(found) == 1 and found[0]["buyer_id"] is None
+    auditor = make_key(app.factory, parties.Role.AUDITOR, middleman)
+    assert code not in {d["reference"] for d in disputes(app, auditor)}
+    r = app.client.post(
+        f"/v1/disputes/{found[0]['id']}/notes", json={"note": "seen"}, headers=auditor.headers
+    )
+    assert r.status_code == 404
+
+
 def test_disputes_need_an_api_key(app: App) -> None:
     assert app.client.get("/v1/disputes").status_code == 401
 
