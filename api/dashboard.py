@@ -2,10 +2,13 @@
 
 **Sign-in.** A form posts an API key; the key is checked with ``parties.authenticate`` and
 kept in an ``HttpOnly; SameSite=Strict`` cookie, sealed with AES-GCM by the personal-data
-keyring (``pii.encrypt`` with its own context) together with the time it was issued, so the
-cookie is opaque, tamper-proof, expires after eight hours and works on any API process. The
-key is authenticated again on every request, so revoking it ends the session. It never
-appears in a page address or a log line.
+keyring (``pii.encrypt`` with its own context) together with the time it was issued and a
+random session id, new at each sign-in, so the cookie is opaque, tamper-proof, expires after
+eight hours and works on any API process. The key is authenticated again on every request, so
+revoking it ends the session. Signing out records the session id as ended
+(``payments.dashboard_sessions``) until the cookie would have expired, so a copy of the cookie
+is refused too; every page checks it with one primary-key read. The key never appears in a
+page address or a log line.
 
 **Scope.** Every page calls the same domain functions as the API with the caller's
 ``Principal``, so a page shows exactly what the API would answer to that key.
@@ -27,7 +30,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -50,7 +53,18 @@ from api.dashboard_text import when as fmt_when
 from api.deps import Runtime, RuntimeDep
 from ledger import reports as ledger_reports
 from ledger.errors import LedgerError
-from payments import audit, channels, deliveries, orders, parties, payouts, pii, reconciliation, wages
+from payments import (
+    audit,
+    channels,
+    dashboard_sessions,
+    deliveries,
+    orders,
+    parties,
+    payouts,
+    pii,
+    reconciliation,
+    wages,
+)
 from payments import reports as pilot_reports
 from payments.errors import Forbidden, NotFound, PaymentsError, Unauthorized
 from payments.parties import Principal, Role
@@ -63,6 +77,7 @@ CSRF_COOKIE = "upah_csrf"
 LANG_COOKIE = "upah_lang"
 SESSION_LIFETIME = timedelta(hours=8)
 SESSION_CONTEXT = "dashboard.session"
+SESSION_ID_BYTES = 16
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -168,13 +183,25 @@ class Viewer:
         return self.principal.role in tuple(roles)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionCookie:
+    """What a session cookie holds, once unsealed."""
+
+    key: str
+    session_id: str
+    expires_at: datetime
+
+
 def _seal(rt: Runtime, key: str, now: datetime) -> str:
-    payload = json.dumps({"k": key, "t": int(now.timestamp())}, separators=(",", ":"))
+    """A new session's cookie: each sign-in gets a session id of its own."""
+    session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+    payload = json.dumps({"k": key, "s": session_id, "t": int(now.timestamp())}, separators=(",", ":"))
     return pii.encrypt(rt.keyring, payload, context=SESSION_CONTEXT)
 
 
-def _unseal(rt: Runtime, token: str, now: datetime) -> str | None:
-    """The API key in a session cookie, or None if it is forged, altered or expired."""
+def _unseal(rt: Runtime, token: str, now: datetime) -> SessionCookie | None:
+    """What a session cookie holds, or None if it is forged, altered or expired, or was sealed
+    before cookies carried a session id (its holder signs in again)."""
     try:
         payload = json.loads(pii.decrypt(rt.keyring, token, context=SESSION_CONTEXT))
     except (pii.DecryptionFailed, ValueError):
@@ -184,10 +211,14 @@ def _unseal(rt: Runtime, token: str, now: datetime) -> str | None:
     issued = payload.get("t")
     if not isinstance(issued, int):
         return None
+    session_id = payload.get("s")
+    if not isinstance(session_id, str) or not 16 <= len(session_id) <= 32:
+        return None
     age = now.timestamp() - issued
     if age < -60 or age > SESSION_LIFETIME.total_seconds():
         return None
-    return str(payload["k"])
+    expires_at = datetime.fromtimestamp(issued, UTC) + SESSION_LIFETIME
+    return SessionCookie(str(payload["k"]), session_id, expires_at)
 
 
 def _csrf_token(request: Request) -> tuple[str, bool]:
@@ -206,12 +237,14 @@ def _viewer(request: Request, rt: Runtime) -> Viewer | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    key = _unseal(rt, token, rt.clock())
-    if key is None:
+    cookie = _unseal(rt, token, rt.clock())
+    if cookie is None:
         return None
     with rt.read() as session:
+        if dashboard_sessions.is_ended(session, cookie.session_id):
+            return None
         try:
-            principal = parties.authenticate(session, key)
+            principal = parties.authenticate(session, cookie.key)
         except Unauthorized:
             return None
         org = None
@@ -409,6 +442,11 @@ def login(
 def logout(request: Request, rt: RuntimeDep, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
     if not _form_ok(request, rt, csrf):
         return _refused(request, rt, None, "csrf.failed", 403)
+    token = request.cookies.get(SESSION_COOKIE)
+    cookie = _unseal(rt, token, rt.clock()) if token else None
+    if cookie is not None:  # a copy of the cookie is refused from now on, not only this one
+        with rt.transaction() as session:
+            dashboard_sessions.end(session, session_id=cookie.session_id, expires_at=cookie.expires_at)
     response = _to_sign_in()
     response.delete_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request, rt)

@@ -469,3 +469,19 @@ class ReconciliationNoteRow(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (CheckConstraint("action IN ('note','resolve','reopen')", name="action"),)
+
+
+# --- dashboard: signed-out sessions -------------------------------------------------------------
+
+
+class DashboardSessionEndedRow(Base):
+    """A dashboard session signed out before its cookie expired: the cookie is refused from then on.
+
+    The cookie is sealed and stateless otherwise; a row lives until the cookie's own expiry
+    (after which the cookie is refused anyway) and is then purged.
+    """
+
+    __tablename__ = "dashboard_sessions_ended"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -17,7 +17,7 @@ from integrations.providers.base import OutcomeUnknown
 from integrations.providers.sandbox import SandboxProvider
 from integrations.sms_senders import SmsSender, SmsTemporaryFailure
 from ledger import atomic, journal, sealing
-from payments import channels, outbox, reconciliation
+from payments import channels, dashboard_sessions, outbox, reconciliation
 from payments.dispatch import Dispatcher
 from upah import bootstrap
 from upah.settings import Settings, get_settings
@@ -211,6 +211,13 @@ def purge_ussd_sessions() -> int:
     """Forget USSD sessions a day after their last request (their PIN verdicts with them)."""
     with atomic(runtime().db.sessions) as s:
         return channels.purge_ussd_sessions(s, now=_now())
+
+
+@celery_app.task(name="dashboard.purge_ended_sessions")
+def purge_ended_dashboard_sessions() -> int:
+    """Forget signed-out dashboard sessions once their cookies have expired."""
+    with atomic(runtime().db.sessions) as s:
+        return dashboard_sessions.purge_ended(s, now=_now())
 
 
 @celery_app.task(name="ledger.expire_holds")
