@@ -107,7 +107,7 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=rt.metrics)
     if sandbox is not None:
         app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox.app)
-    app.add_middleware(Idempotency, sessions=lambda: rt.sessions)
+    app.add_middleware(Idempotency, sessions=lambda: rt.sessions, keyring=lambda: rt.keyring)
     statement_upload = reconciliation.MAX_STATEMENT_BYTES + MULTIPART_SLACK
     app.add_middleware(
         BodyLimit, larger={"/v1/reconciliations": statement_upload, "/reconciliations": statement_upload}

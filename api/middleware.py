@@ -3,12 +3,17 @@
 The idempotency record is written before the handler runs (so a concurrent duplicate is
 refused rather than executed twice) and completed with the response after it; a 5xx
 answer deletes it so that the client can retry. Records are scoped to the caller's key.
+The stored body is sealed with the personal-data keyring (``payments.idempotency``); one
+that can no longer be opened (its key retired) is answered 409 ``idempotency_conflict``
+with ``details.reason = "stored_response_unreadable"`` and no data, and the request is not
+run again: the first one was.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import error_body
 from ledger.tables import table_of
+from payments import idempotency, pii
 from payments.tables import IdempotencyRow
 
 Scope = MutableMapping[str, Any]
@@ -27,6 +33,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 _records = table_of(IdempotencyRow)
@@ -46,8 +54,8 @@ async def _reply(send: Send, status: int, body: bytes, content_type: str = "appl
     await send({"type": "http.response.body", "body": body})
 
 
-def _error(status: int, code: str, message: str) -> bytes:
-    return json.dumps(error_body(code, message)).encode()
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    return json.dumps(error_body(code, message, details)).encode()
 
 
 def _too_large(limit: int) -> bytes:
@@ -103,9 +111,21 @@ class BodyLimit:
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, sessions: Callable[[], sessionmaker[Session]]) -> None:
+    """Replay the first response to a POST with the same Idempotency-Key and body.
+
+    ``sessions`` and ``keyring`` are read per request (from the app's runtime), the keyring
+    to seal the stored body and open it for a replay.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sessions: Callable[[], sessionmaker[Session]],
+        keyring: Callable[[], pii.Keyring],
+    ) -> None:
         self.app = app
         self.sessions = sessions
+        self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -127,8 +147,8 @@ class Idempotency:
         request_hash = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
-        factory = self.sessions()
-        outcome = await to_thread.run_sync(_claim, factory, principal, key_text, request_hash)
+        factory, keyring = self.sessions(), self.keyring()
+        outcome = await to_thread.run_sync(_claim, factory, keyring, principal, key_text, request_hash)
         if outcome is not None:
             status, content_type, stored = outcome
             await _reply(send, status, stored, content_type)
@@ -148,11 +168,11 @@ class Idempotency:
         try:
             await self.app(scope, receive, capture)
         finally:
-            await to_thread.run_sync(_complete, factory, principal, key_text, captured)
+            await to_thread.run_sync(_complete, factory, keyring, principal, key_text, captured)
 
 
 def _claim(
-    factory: sessionmaker[Session], principal: str, key: str, request_hash: str
+    factory: sessionmaker[Session], keyring: pii.Keyring, principal: str, key: str, request_hash: str
 ) -> tuple[int, str, bytes] | None:
     """Reserve the key, or return the stored response (or a conflict) to send instead."""
     with factory() as s:
@@ -193,10 +213,28 @@ def _claim(
                 409, "idempotency_conflict", "a request with this Idempotency-Key is still being processed"
             ),
         )
-    return row.status_code, row.content_type or "application/json", row.body or b""
+    try:
+        body = idempotency.unseal(keyring, row.body or b"")
+    except pii.DecryptionFailed as exc:
+        # The request ran once already: never run it again, and say nothing of what it answered.
+        log.error("idempotency: a stored response cannot be opened, replay refused: %s", exc)
+        return (
+            409,
+            "application/json",
+            _error(
+                409,
+                "idempotency_conflict",
+                "this Idempotency-Key was already used, and its response can no longer be replayed; "
+                "look the result up instead of sending the request again",
+                {"reason": "stored_response_unreadable"},
+            ),
+        )
+    return row.status_code, row.content_type or "application/json", body
 
 
-def _complete(factory: sessionmaker[Session], principal: str, key: str, captured: dict[str, Any]) -> None:
+def _complete(
+    factory: sessionmaker[Session], keyring: pii.Keyring, principal: str, key: str, captured: dict[str, Any]
+) -> None:
     where = (_records.c.principal == principal) & (_records.c.key == key)
     with factory() as s, s.begin():
         status = captured.get("status")
@@ -206,5 +244,9 @@ def _complete(factory: sessionmaker[Session], principal: str, key: str, captured
             s.execute(
                 update(_records)
                 .where(where)
-                .values(status_code=status, content_type=captured.get("content_type"), body=captured["body"])
+                .values(
+                    status_code=status,
+                    content_type=captured.get("content_type"),
+                    body=idempotency.seal(keyring, captured["body"]),
+                )
             )

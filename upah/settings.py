@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     upah_stuck_after_seconds: int = Field(
         default=6 * 3600, description="the nightly reconciliation lists payouts unknown for longer than this"
     )
+    upah_idempotency_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="the beat forgets Idempotency-Key records (and their stored responses) after this",
+    )
     xendit_secret_key: str | None = None
     xendit_callback_token: str | None = None
     # Homeworker channels (issue 5). An unset gateway secret refuses that gateway's requests.

@@ -17,7 +17,7 @@ from integrations.providers.base import OutcomeUnknown
 from integrations.providers.sandbox import SandboxProvider
 from integrations.sms_senders import SmsSender, SmsTemporaryFailure
 from ledger import atomic, journal, sealing
-from payments import channels, dashboard_sessions, outbox, reconciliation
+from payments import channels, dashboard_sessions, idempotency, outbox, reconciliation
 from payments.dispatch import Dispatcher
 from upah import bootstrap
 from upah.settings import Settings, get_settings
@@ -218,6 +218,16 @@ def purge_ended_dashboard_sessions() -> int:
     """Forget signed-out dashboard sessions once their cookies have expired."""
     with atomic(runtime().db.sessions) as s:
         return dashboard_sessions.purge_ended(s, now=_now())
+
+
+@celery_app.task(name="idempotency.purge_old_keys")
+def purge_idempotency_keys() -> int:
+    """Forget Idempotency-Key records, and the responses stored with them, after the retention."""
+    rt = runtime()
+    with atomic(rt.db.sessions) as s:
+        return idempotency.purge(
+            s, now=_now(), older_than=timedelta(days=rt.settings.upah_idempotency_retention_days)
+        )
 
 
 @celery_app.task(name="ledger.expire_holds")

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.conftest import Actor, order_body, register
+from api.main import create_app
+from ledger import atomic, chain
+from payments import idempotency, pii
+from payments.tables import IdempotencyRow
+from tests.api.conftest import Actor, fresh_phone, order_body, register
+from upah.db import make_session_factory
+from upah.settings import Settings, get_settings
 
 
 def test_the_same_key_and_body_returns_the_first_response_and_posts_once(
@@ -77,3 +90,193 @@ def test_the_key_survives_a_restart(client: TestClient, buyer: Actor, api_settin
     with TestClient(create_app(api_settings)) as fresh:  # type: ignore[arg-type]
         again = fresh.post("/v1/orders", json=body, headers=headers)
     assert again.json() == first.json()
+
+
+# --- stored responses are sealed at rest, and forgotten after the retention --------------------
+
+SECRET_NAME = "Rahasia Nama Pekerja"
+
+
+def _principal(actor: Actor) -> str:
+    return hashlib.sha256(actor.headers["Authorization"].encode()).hexdigest()
+
+
+def _stored_body(factory: sessionmaker[Session], actor: Actor, key: str) -> bytes:
+    with factory() as s:
+        row = s.execute(
+            select(IdempotencyRow).where(
+                IdempotencyRow.principal == _principal(actor), IdempotencyRow.key == key
+            )
+        ).scalar_one()
+        assert row.body is not None
+        return row.body
+
+
+def _register_once(client: TestClient, actor: Actor, key: str) -> tuple[dict[str, Any], Any]:
+    body = {
+        "name": SECRET_NAME,
+        "phone": fresh_phone(),
+        "region": "ID-JK",
+        "wallet": {"provider": "dana", "account": fresh_phone()},
+    }
+    r = client.post("/v1/homeworkers", json=body, headers={**actor.headers, "Idempotency-Key": key})
+    assert r.status_code == 201, r.text
+    return body, r
+
+
+def _homeworkers(factory: sessionmaker[Session]) -> int:
+    with factory() as s:
+        return int(s.execute(text("SELECT count(*) FROM homeworkers")).scalar_one())
+
+
+def test_the_stored_response_holds_no_personal_data_in_clear(
+    client: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    sent, r = _register_once(client, buyer, "sealed-at-rest")
+    assert r.json()["name"] == SECRET_NAME  # the response itself names her
+    stored = _stored_body(pg_factory, buyer, "sealed-at-rest")
+    assert stored.startswith(b"pii1.")
+    for clear in (SECRET_NAME, "Rahasia", sent["phone"], sent["phone"][1:], r.json()["phone"]):
+        assert clear.encode() not in stored, clear
+
+
+def test_a_replay_returns_the_identical_status_and_body(client: TestClient, buyer: Actor) -> None:
+    sent, first = _register_once(client, buyer, "replay-identical")
+    again = client.post(
+        "/v1/homeworkers", json=sent, headers={**buyer.headers, "Idempotency-Key": "replay-identical"}
+    )
+    assert (again.status_code, again.headers["content-type"], again.content) == (
+        first.status_code,
+        first.headers["content-type"],
+        first.content,
+    )
+
+
+def test_a_response_stored_in_clear_before_sealing_still_replays(
+    client: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    sent, first = _register_once(client, buyer, "legacy-row")
+    with atomic(pg_factory) as s:  # as every row was written before bodies were sealed
+        s.execute(
+            update(IdempotencyRow)
+            .where(IdempotencyRow.principal == _principal(buyer), IdempotencyRow.key == "legacy-row")
+            .values(body=first.content)
+        )
+    again = client.post(
+        "/v1/homeworkers", json=sent, headers={**buyer.headers, "Idempotency-Key": "legacy-row"}
+    )
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+
+
+def test_a_stored_response_replays_after_a_key_rotation(
+    client: TestClient, buyer: Actor, api_settings: Settings, pg_factory: sessionmaker[Session]
+) -> None:
+    sent, first = _register_once(client, buyer, "rotated")
+    rotated = api_settings.model_copy(
+        update={"upah_secret_keys": f"{pii.generate_key()},{api_settings.upah_secret_keys}"}
+    )
+    before = _homeworkers(pg_factory)
+    with TestClient(create_app(rotated)) as fresh:
+        again = fresh.post(
+            "/v1/homeworkers", json=sent, headers={**buyer.headers, "Idempotency-Key": "rotated"}
+        )
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+    assert _homeworkers(pg_factory) == before
+
+
+def test_a_response_sealed_by_a_retired_key_is_refused_without_data_and_not_run_again(
+    client: TestClient, buyer: Actor, api_settings: Settings, pg_factory: sessionmaker[Session]
+) -> None:
+    sent, _ = _register_once(client, buyer, "retired")
+    retired = api_settings.model_copy(update={"upah_secret_keys": pii.generate_key()})
+    before = _homeworkers(pg_factory)
+    with TestClient(create_app(retired), raise_server_exceptions=False) as fresh:
+        again = fresh.post(
+            "/v1/homeworkers", json=sent, headers={**buyer.headers, "Idempotency-Key": "retired"}
+        )
+    assert again.status_code == 409
+    error = again.json()["error"]
+    assert (error["code"], error["details"]) == (
+        "idempotency_conflict",
+        {"reason": "stored_response_unreadable"},
+    )
+    assert SECRET_NAME not in again.text
+    assert _homeworkers(pg_factory) == before
+
+
+def test_a_body_that_is_not_utf8_is_sealed_and_opened_byte_for_byte() -> None:
+    keyring = pii.Keyring.from_keys([pii.generate_key()])
+    raw = bytes(range(256)) + b"\xff\xfe not text"
+    sealed = idempotency.seal(keyring, raw)
+    assert sealed.startswith(b"pii1.") and b"not text" not in sealed
+    assert idempotency.unseal(keyring, sealed) == raw
+
+
+def _key_row(principal: str, key: str, created_at: datetime) -> dict[str, Any]:
+    return {
+        "principal": principal,
+        "key": key,
+        "request_hash": "0" * 64,
+        "status_code": 201,
+        "content_type": "application/json",
+        "body": b"{}",
+        "created_at": created_at,
+    }
+
+
+def test_the_purge_forgets_keys_older_than_the_retention_only(pg_factory: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    principal = f"purge-{uuid.uuid4().hex}"
+    with atomic(pg_factory) as s:
+        s.execute(
+            insert(IdempotencyRow),
+            [
+                _key_row(principal, "old", now - timedelta(days=30, seconds=1)),
+                _key_row(principal, "recent", now - timedelta(days=29)),
+                _key_row(principal, "in-flight", now - timedelta(days=31))
+                | {"status_code": None, "body": None},
+            ],
+        )
+    with atomic(pg_factory) as s:
+        assert idempotency.purge(s, now=now, older_than=timedelta(days=30)) >= 2
+    with pg_factory() as s:
+        left = s.execute(select(IdempotencyRow.key).where(IdempotencyRow.principal == principal)).scalars()
+        assert sorted(left) == ["recent"]
+
+
+def test_the_beat_purges_with_the_configured_retention(
+    sqlite_url: str, sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly task, run as the worker runs it (settings from the environment), on SQLite."""
+    from workers import tasks
+    from workers.app import celery_app
+    from workers.schedule import beat_schedule
+
+    factory = make_session_factory(sqlite_engine)
+    now, principal = datetime.now(UTC), f"beat-{uuid.uuid4().hex}"
+    with atomic(factory) as s:
+        s.execute(
+            insert(IdempotencyRow),
+            [
+                _key_row(principal, "three-days", now - timedelta(days=3)),
+                _key_row(principal, "one-day", now - timedelta(days=1)),
+            ],
+        )
+    assert "idempotency.purge_old_keys" in {job["task"] for job in beat_schedule().values()}
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("UPAH_SECRET_KEYS", pii.generate_key())
+    monkeypatch.setenv("UPAH_SIGNING_KEY", chain.generate_private_key_text())
+    monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UPAH_IDEMPOTENCY_RETENTION_DAYS", "2")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    tasks.runtime.cache_clear()
+    try:
+        assert celery_app.tasks["idempotency.purge_old_keys"].run() >= 1
+        tasks.runtime().db.engine.dispose()
+    finally:
+        get_settings.cache_clear()
+        tasks.runtime.cache_clear()
+    with factory() as s:
+        left = s.execute(select(IdempotencyRow.key).where(IdempotencyRow.principal == principal)).scalars()
+        assert sorted(left) == ["one-day"]
