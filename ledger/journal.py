@@ -377,24 +377,25 @@ def void_hold(session: Session, *, hold_id: int, now: datetime) -> Hold:
 
 
 def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
-    """The sweeper: void pending holds whose time has passed. Returns how many it expired."""
-    ids = (
-        session.execute(
-            select(_holds.c.id)
-            .where(_holds.c.status == HoldStatus.PENDING.value, _holds.c.expires_at <= now)
-            .order_by(_holds.c.id)
-            .limit(limit)
-        )
-        .scalars()
-        .all()
+    """The sweeper: void pending holds whose time has passed. Returns how many it expired.
+
+    Locks as a capture or a void does — holds first, then their accounts (in id order) — but
+    all the batch's holds before any account, skipping holds a capture or void has locked
+    (they are resolved there, or expired by the next sweep): taking a hold while holding an
+    account locked for the previous one could deadlock with such a capture or void.
+    """
+    due = (
+        select(_holds)
+        .where(_holds.c.status == HoldStatus.PENDING.value, _holds.c.expires_at <= now)
+        .order_by(_holds.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    expired = 0
-    for hold_id in ids:
-        hold = _lock_hold(session, hold_id)
-        if hold.status is HoldStatus.PENDING:
-            _release(session, hold, HoldStatus.EXPIRED, now)
-            expired += 1
-    return expired
+    holds = [_hold(row) for row in session.execute(due)]
+    _lock_accounts(session, [hold.account_id for hold in holds])
+    for hold in holds:
+        _release(session, hold, HoldStatus.EXPIRED, now)
+    return len(holds)
 
 
 def get_hold(session: Session, hold_id: int) -> Hold:

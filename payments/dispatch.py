@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,7 +52,7 @@ from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
 from payments.payout_states import PayoutStatus, RunStatus, transition
 from payments.payouts import Event, record_event, record_events
-from payments.tables import HomeworkerRow, PayoutRow, PayoutRunRow, ProviderCallbackRow
+from payments.tables import HomeworkerRow, PayoutEventRow, PayoutRow, PayoutRunRow, ProviderCallbackRow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ _payouts = table_of(PayoutRow)
 _runs = table_of(PayoutRunRow)
 _workers = table_of(HomeworkerRow)
 _callbacks = table_of(ProviderCallbackRow)
+_events = table_of(PayoutEventRow)
 
 UNREGISTERED_WALLET_LIMIT = 2_000_000
 REGISTERED_WALLET_LIMIT = 20_000_000
@@ -70,6 +71,11 @@ FIRST_POLL = timedelta(seconds=10)
 
 Each later question waits about as long again as the payout has already been pending (at most
 ``max_backoff``): a slow payout is asked about a few times, never every few seconds for hours."""
+
+STATUS_LEASE = timedelta(seconds=60)
+"""An unknown payout's question is claimed for this long while it is asked (longer than a
+status query may take), so that a second delivery of it, or the sweep's, does not ask too and
+start a second chain of questions; a question lost in a crash is asked again after it."""
 
 DEFINITIVE_REJECTIONS = frozenset(
     {
@@ -212,13 +218,26 @@ class Dispatcher:
         reason = str(outcome) if isinstance(outcome, OutcomeUnknown) and str(outcome) else outcome.code
         return self._mark_unknown_in(s, row, reason=reason or "outcome unknown", source="send", now=now)
 
-    def resolve(self, payout_id: int) -> PayoutStatus:
-        """Ask the provider what became of a payout whose outcome we do not know."""
+    def resolve(self, payout_id: int, *, queued: bool = False) -> PayoutStatus:
+        """Ask the provider what became of a payout whose outcome we do not know.
+
+        ``queued``: a question from the schedule (a task), asked only if the unknown payout is
+        due — not one another delivery of it, or the sweep, is asking (see ``STATUS_LEASE``).
+        """
+        now = self.clock()
         with atomic(self.sessions) as s:
             row = _lock(s, payout_id)
             status = PayoutStatus(row.status)
             if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
                 return status
+            if status is PayoutStatus.UNKNOWN:
+                if queued and row.next_attempt_at is not None and row.next_attempt_at > now:
+                    return status
+                s.execute(
+                    update(_payouts)
+                    .where(_payouts.c.id == payout_id)
+                    .values(next_attempt_at=now + STATUS_LEASE)
+                )
             key, reference, provider_name = row.idempotency_key, row.provider_reference, row.provider
         try:
             result = self.providers[provider_name].status(idempotency_key=key, provider_reference=reference)
@@ -234,7 +253,7 @@ class Dispatcher:
             return self._never_received(payout_id)
         return self._apply(payout_id, result, source="status")
 
-    def resolve_many(self, payout_ids: Sequence[int]) -> dict[int, PayoutStatus]:
+    def resolve_many(self, payout_ids: Sequence[int], *, queued: bool = False) -> dict[int, PayoutStatus]:
         """``resolve`` for those of ``payout_ids`` still unresolved (one query skips the settled)."""
         with self.sessions() as s:
             open_ids = (
@@ -249,14 +268,15 @@ class Dispatcher:
                 .scalars()
                 .all()
             )
-        return {payout_id: self.resolve(payout_id) for payout_id in open_ids}
+        return {payout_id: self.resolve(payout_id, queued=queued) for payout_id in open_ids}
 
     def due(self, *, limit: int = 200) -> tuple[list[int], list[int]]:
         """(to send, to ask about): resends that are due, and unknown or stale payouts.
 
         A submitted payout is the provider's to settle, and asked about on a schedule of its
-        own (see ``FIRST_POLL``); the sweep asks only once that question is ``stale_after``
-        overdue — it was lost in a crash — so it never doubles the schedule it backs up."""
+        own (see ``FIRST_POLL``); so is an unknown one (its backoff). The sweep asks only once
+        that question is ``stale_after`` overdue — it was lost in a crash — so it never doubles
+        the schedule it backs up."""
         now = self.clock()
         with self.sessions() as s:
             resend = (
@@ -286,7 +306,8 @@ class Dispatcher:
                     select(_payouts.c.id)
                     .where(
                         _payouts.c.status == PayoutStatus.UNKNOWN.value,
-                        _payouts.c.next_attempt_at.is_(None) | (_payouts.c.next_attempt_at <= now),
+                        _payouts.c.next_attempt_at.is_(None)
+                        | (_payouts.c.next_attempt_at <= now - self.stale_after),
                     )
                     .order_by(_payouts.c.id)
                     .limit(limit)
@@ -849,7 +870,10 @@ class Dispatcher:
         wallet could not be checked. Only for a payment instruction: a status query that
         fails goes to ``_ask_later`` (``next_attempt_at`` on a submitted payout means "send")."""
         status = PayoutStatus(row.status)
-        delay = self._delay(row.attempts, retry_after)
+        tries = row.attempts
+        if status is PayoutStatus.CREATED:  # nothing sent yet: count the times it was put off
+            tries += _backoffs(s, row.id)
+        delay = self._delay(tries, retry_after)
         s.execute(
             update(_payouts)
             .where(_payouts.c.id == row.id)
@@ -965,6 +989,16 @@ def _record_backoff(
         source="backoff",
         detail={"reason": reason, "retry_in_seconds": round(delay.total_seconds(), 3)},
         now=now,
+    )
+
+
+def _backoffs(s: Session, payout_id: int) -> int:
+    """How many times the payout was put off (``_record_backoff``), so that a wallet check
+    down for long is asked less and less often, as a send would be."""
+    return int(
+        s.execute(
+            select(func.count()).where(_events.c.payout_id == payout_id, _events.c.source == "backoff")
+        ).scalar_one()
     )
 
 

@@ -32,7 +32,10 @@ TOPIC_TASKS = {
     outbox.RESOLVE_BATCH: "payouts.resolve_batch",
     outbox.SEND_SMS: "sms.send",
 }
-SMS_MAX_RETRIES = 8
+SMS_RETRY_CAP = 600.0
+SMS_MAX_RETRIES = 300
+"""A gateway can be down for hours: an SMS is tried again sooner at first, then every 5 to 10
+minutes, for at least a day (:func:`sms_retry_in`) before it is left pending and logged."""
 SMS_GROUP = 25
 
 
@@ -118,14 +121,15 @@ def dispatch_batch(self: Task[[list[int]], dict[str, str]], payout_ids: list[int
 
 @celery_app.task(name="payouts.resolve")
 def resolve_payout(payout_id: int) -> str:
-    """Ask the provider what happened to a payout whose outcome is unknown."""
-    return runtime().dispatcher.resolve(payout_id).value
+    """Ask the provider what happened to a payout whose outcome is unknown (if no other
+    delivery of this question, or the sweep's, is asking already)."""
+    return runtime().dispatcher.resolve(payout_id, queued=True).value
 
 
 @celery_app.task(name="payouts.resolve_batch")
 def resolve_batch(payout_ids: list[int]) -> dict[str, str]:
     """Ask about those of a batch's accepted payouts that no callback has settled yet."""
-    return {str(k): v.value for k, v in runtime().dispatcher.resolve_many(payout_ids).items()}
+    return {str(k): v.value for k, v in runtime().dispatcher.resolve_many(payout_ids, queued=True).items()}
 
 
 @celery_app.task(name="payouts.sweep")
@@ -151,8 +155,18 @@ def send_sms(self: Task[..., str], /, **payload: Any) -> str:
             rt.db.sessions, keyring=rt.keys.keyring, sender=rt.sms, payload=payload, clock=_now
         )
     except SmsTemporaryFailure as exc:
-        backoff = min(600.0, 5.0 * 2**self.request.retries) * random.uniform(0.5, 1.0)  # noqa: S311
-        raise self.retry(countdown=exc.retry_after or backoff) from exc
+        if self.request.retries >= SMS_MAX_RETRIES:
+            log.error(
+                "sms %s still not taken by the gateway after %d tries; left pending",
+                payload.get("kind"),
+                self.request.retries,
+            )
+        raise self.retry(countdown=exc.retry_after or sms_retry_in(self.request.retries)) from exc
+
+
+def sms_retry_in(retries: int) -> float:
+    """Seconds before the next try: exponential from 5 s, capped at 10 minutes, jittered down to half."""
+    return min(SMS_RETRY_CAP, 5.0 * 2.0 ** min(retries, 16)) * random.uniform(0.5, 1.0)  # noqa: S311
 
 
 @celery_app.task(name="sms.send_many")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import AccountType, journal, reports, retrying
@@ -111,3 +113,41 @@ def test_parallel_debits_succeed_exactly_floor_of_balance_over_amount_times(
     assert results.count(True) == balance // amount
     with pg_factory() as s:
         assert journal.balance(s, a.id).posted == balance % amount
+
+
+def test_the_hold_sweeper_and_a_void_of_an_expired_hold_never_deadlock(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    now = datetime.now(UTC)
+    with pg_factory() as s, s.begin():
+        account = make_account(s, type=AccountType.LIABILITY, no_overdraft=True)
+        fund(s, account, 1_000)
+        first, second = (
+            journal.place_hold(s, key=ref(), account_id=account.id, amount=100, now=now, expires_at=now)
+            for _ in range(2)
+        )
+    voider_has_the_hold = threading.Event()
+    errors: list[BaseException] = []
+
+    def void_the_second() -> None:  # a void takes its hold, then (a moment later) the account
+        try:
+            with pg_factory() as s, s.begin():
+                s.execute(text("SELECT id FROM ledger_holds WHERE id = :id FOR UPDATE"), {"id": second.id})
+                voider_has_the_hold.set()
+                time.sleep(0.5)  # the sweeper runs meanwhile
+                journal.void_hold(s, hold_id=second.id, now=now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    voider = threading.Thread(target=void_the_second)
+    voider.start()
+    assert voider_has_the_hold.wait(5)
+    with pg_factory() as s, s.begin():
+        expired = journal.expire_holds(s, now=now)
+    voider.join(10)
+    assert errors == []
+    assert expired == 1  # the first; the second was the void's to resolve
+    with pg_factory() as s:
+        assert journal.get_hold(s, first.id).status.value == "expired"
+        assert journal.get_hold(s, second.id).status.value == "voided"
+        assert reports.check_integrity(s) == []

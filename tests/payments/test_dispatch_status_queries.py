@@ -157,10 +157,12 @@ def test_a_rate_limited_status_query_leaves_an_unknown_payout_unknown_and_asks_a
     assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
     mocked.get(PAYOUTS, status=429, headers={"Retry-After": "60"})
     assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN
-    clock.advance(timedelta(seconds=30))
-    assert payout_id not in dispatcher.due()[1]
-    clock.advance(timedelta(seconds=31))
-    resend, ask = dispatcher.due()
+    question = next_question(pg_factory, payout_id)
+    assert question >= clock.now + timedelta(seconds=60)  # not sooner than Retry-After
+    clock.advance(timedelta(seconds=61))
+    assert payout_id not in dispatcher.due()[1]  # its queued question asks; the sweep would double it
+    clock.advance(dispatcher.stale_after)
+    resend, ask = dispatcher.due()  # that question was lost: the sweep asks
     assert payout_id in ask
     assert payout_id not in resend
     assert instructions_sent(mocked) == 1
@@ -284,3 +286,62 @@ def test_a_payout_the_provider_acknowledged_and_no_longer_finds_is_never_sent_ag
     assert payout_id not in resend
     assert instructions_sent(mocked) == 1
     assert queued(pg_factory, payout_id, outbox.DISPATCH_PAYOUT) == []
+
+
+def test_a_second_delivery_of_an_unknown_payouts_question_asks_nothing(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    mocked.get(PAYOUTS, json=PENDING)
+    clock.now = next_question(pg_factory, payout_id)
+    assert dispatcher.resolve(payout_id, queued=True) is PayoutStatus.UNKNOWN
+    questions = queued(pg_factory, payout_id, outbox.RESOLVE_PAYOUT)
+    assert dispatcher.resolve(payout_id, queued=True) is PayoutStatus.UNKNOWN  # delivered again
+    assert queued(pg_factory, payout_id, outbox.RESOLVE_PAYOUT) == questions  # no second chain
+    assert sum(1 for c in mocked.calls if c.request.method == "GET") == 1
+    assert instructions_sent(mocked) == 1
+
+
+def test_an_unknown_payouts_question_asked_on_demand_leaves_one_chain_of_questions(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    first = next_question(pg_factory, payout_id)
+    mocked.get(PAYOUTS, json=PENDING)
+    assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN  # asked now (a person, a test)
+    clock.now = first
+    assert dispatcher.resolve(payout_id, queued=True) is PayoutStatus.UNKNOWN  # the older question
+    assert sum(1 for c in mocked.calls if c.request.method == "GET") == 1
+
+
+def test_a_wallet_check_down_for_long_is_tried_less_and_less_often(
+    pg_factory: sessionmaker[Session],
+    mocked: responses.RequestsMock,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    buyer: Buyer,
+) -> None:
+    mocked.replace(responses.POST, f"{URL}/v1/accounts/validate", status=503)
+    payout_id = a_payout(pg_factory, buyer)
+    waits = []
+    for _ in range(8):
+        assert dispatcher.dispatch(payout_id) is PayoutStatus.CREATED
+        due = payout_row(pg_factory, payout_id).next_attempt_at
+        assert due is not None
+        waits.append((due - clock.now).total_seconds())
+        clock.now = due
+    assert waits[0] <= 0.5 and waits[-1] >= 30
+    assert waits == sorted(waits)
+    assert instructions_sent(mocked) == 0
