@@ -212,7 +212,7 @@ class IdempotencyRow(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     content_type: Mapped[str | None] = mapped_column(String(100))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the hourly purge reads by age
 
 
 class PayoutRunRow(Base):
