@@ -135,8 +135,10 @@ def _authenticate(rt: Runtime, token: str | None) -> Principal:
         return parties.authenticate(s, token)
 
 
-async def principal(request: Request, rt: RuntimeDep) -> Principal:
-    header = request.headers.get("authorization", "")
+async def authenticate(rt: Runtime, header: str) -> Principal:
+    """The caller an ``Authorization`` header names (``Bearer <key>``, any case), or
+    :class:`Unauthorized`. The one reading of the header: the endpoints' and the idempotency
+    layer's, so that one caller is one caller to both."""
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
     if not bearer:
@@ -148,6 +150,10 @@ async def principal(request: Request, rt: RuntimeDep) -> Principal:
     found = await to_thread.run_sync(_authenticate, rt, bearer)
     rt.keys.put(digest, found)
     return found
+
+
+async def principal(request: Request, rt: RuntimeDep) -> Principal:
+    return await authenticate(rt, request.headers.get("authorization", ""))
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

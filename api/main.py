@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import dashboard, errors
+from api import dashboard, deps, errors
 from api import logging as app_logging
 from api.deps import Kick, Runtime
 from api.metrics import Metrics, RequestMetrics
@@ -107,7 +107,13 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=rt.metrics)
     if sandbox is not None:
         app.mount(bootstrap.EMBEDDED_SANDBOX_PATH, sandbox.app)
-    app.add_middleware(Idempotency, sessions=lambda: rt.sessions, keyring=lambda: rt.keyring)
+    app.add_middleware(
+        Idempotency,
+        sessions=lambda: rt.sessions,
+        keyring=lambda: rt.keyring,
+        authenticate=lambda header: deps.authenticate(rt, header),
+        exempt=(bootstrap.EMBEDDED_SANDBOX_PATH + "/",) if sandbox is not None else (),
+    )
     statement_upload = reconciliation.MAX_STATEMENT_BYTES + MULTIPART_SLACK
     app.add_middleware(
         BodyLimit, larger={"/v1/reconciliations": statement_upload, "/reconciliations": statement_upload}

@@ -2,7 +2,11 @@
 
 The idempotency record is written before the handler runs (so a concurrent duplicate is
 refused rather than executed twice) and completed with the response after it; a 5xx
-answer deletes it so that the client can retry. Records are scoped to the caller's key.
+answer deletes it so that the client can retry. Records are scoped to the caller's API key
+as authentication reads it (so ``Bearer K`` and ``bearer  K`` are one caller), and only a
+caller that authenticates is remembered or answered from the records: a revoked key gets
+401, not the stored reply. A multipart body is compared without its random boundary, so an
+upload sent again is the same request.
 The stored body is sealed with the personal-data keyring (``payments.idempotency``); one
 that can no longer be opened (its key retired) is answered 409 ``idempotency_conflict``
 with ``details.reason = "stored_response_unreadable"`` and no data, and the request is not
@@ -26,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.errors import error_body
 from ledger.tables import table_of
 from payments import idempotency, pii
+from payments.errors import Unauthorized
+from payments.parties import Principal
 from payments.tables import IdempotencyRow
 
 Scope = MutableMapping[str, Any]
@@ -122,16 +128,20 @@ class Idempotency:
         app: ASGIApp,
         sessions: Callable[[], sessionmaker[Session]],
         keyring: Callable[[], pii.Keyring],
+        authenticate: Callable[[str], Awaitable[Principal]],
+        exempt: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.sessions = sessions
         self.keyring = keyring
+        self.authenticate = authenticate
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        headers = _first_headers(scope)
         key = headers.get(b"idempotency-key")
         if key is None:
             await self.app(scope, receive, send)
@@ -142,8 +152,13 @@ class Idempotency:
                 send, 422, _error(422, "validation_error", "Idempotency-Key must be 1 to 200 characters")
             )
             return
-        body = scope.get("state", {}).get("raw_body", b"")
-        principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        try:
+            caller = await self.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+        except Unauthorized:  # the endpoint answers 401; nothing is remembered for an unknown caller
+            await self.app(scope, receive, send)
+            return
+        principal = f"key:{caller.key_id}"
+        body = _comparable(scope.get("state", {}).get("raw_body", b""), headers.get(b"content-type", b""))
         request_hash = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
@@ -169,6 +184,27 @@ class Idempotency:
             await self.app(scope, receive, capture)
         finally:
             await to_thread.run_sync(_complete, factory, keyring, principal, key_text, captured)
+
+
+def _first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """Request headers by lower-case name, the first of repeated ones (as Starlette reads them)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers") or []:
+        headers.setdefault(name.lower(), value)
+    return headers
+
+
+def _comparable(body: bytes, content_type: bytes) -> bytes:
+    """The body as compared between requests: a multipart body with its boundary (random for
+    each request a client makes) replaced by a fixed one."""
+    kind, _, params = content_type.partition(b";")
+    if kind.strip().lower() != b"multipart/form-data":
+        return body
+    for param in params.split(b";"):
+        name, _, value = param.strip().partition(b"=")
+        if name.lower() == b"boundary" and value.strip(b'"'):
+            return body.replace(b"--" + value.strip(b'"'), b"--upah-boundary")
+    return body
 
 
 def _claim(

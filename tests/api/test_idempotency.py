@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from ledger import atomic, chain
-from payments import idempotency, pii
+from payments import idempotency, parties, pii
 from payments.tables import IdempotencyRow
 from tests.api.conftest import Actor, fresh_phone, order_body, register
 from upah.db import make_session_factory
@@ -97,15 +96,17 @@ def test_the_key_survives_a_restart(client: TestClient, buyer: Actor, api_settin
 SECRET_NAME = "Rahasia Nama Pekerja"
 
 
-def _principal(actor: Actor) -> str:
-    return hashlib.sha256(actor.headers["Authorization"].encode()).hexdigest()
+def _principal(factory: sessionmaker[Session], actor: Actor) -> str:
+    """Records are kept per API key: the key's id, as authentication finds it."""
+    with factory() as s:
+        return f"key:{parties.authenticate(s, actor.key).key_id}"
 
 
 def _stored_body(factory: sessionmaker[Session], actor: Actor, key: str) -> bytes:
     with factory() as s:
         row = s.execute(
             select(IdempotencyRow).where(
-                IdempotencyRow.principal == _principal(actor), IdempotencyRow.key == key
+                IdempotencyRow.principal == _principal(factory, actor), IdempotencyRow.key == key
             )
         ).scalar_one()
         assert row.body is not None
@@ -159,7 +160,9 @@ def test_a_response_stored_in_clear_before_sealing_still_replays(
     with atomic(pg_factory) as s:  # as every row was written before bodies were sealed
         s.execute(
             update(IdempotencyRow)
-            .where(IdempotencyRow.principal == _principal(buyer), IdempotencyRow.key == "legacy-row")
+            .where(
+                IdempotencyRow.principal == _principal(pg_factory, buyer), IdempotencyRow.key == "legacy-row"
+            )
             .values(body=first.content)
         )
     again = client.post(
@@ -280,3 +283,94 @@ def test_the_beat_purges_with_the_configured_retention(
     with factory() as s:
         left = s.execute(select(IdempotencyRow.key).where(IdempotencyRow.principal == principal)).scalars()
         assert sorted(left) == ["one-day"]
+
+
+BONUS = {"kind": "bonus", "amount": {"amount": "1000", "currency": "IDR"}, "memo": "Lebaran"}
+
+
+def test_one_caller_is_one_caller_however_it_spells_its_authorization_header(
+    client: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    worker = register(client, buyer)
+    url = f"/v1/homeworkers/{worker['id']}/adjustments"
+    spellings = (f"Bearer {buyer.key}", f"bearer {buyer.key}", f"BEARER   {buyer.key}  ")
+    answers = [
+        client.post(url, json=BONUS, headers={"Authorization": h, "Idempotency-Key": "eid-bonus"})
+        for h in spellings
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert answers[1].json() == answers[2].json() == answers[0].json()
+    with pg_factory() as s:
+        paid = s.execute(
+            text("SELECT count(*) FROM adjustments WHERE homeworker_id = :h"), {"h": worker["id"]}
+        ).scalar_one()
+    assert paid == 1
+
+
+def test_a_revoked_key_gets_401_not_the_stored_response(
+    client: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    sent, first = _register_once(client, buyer, "before-revoking")
+    assert first.status_code == 201
+    with atomic(pg_factory) as s:
+        key_id = parties.authenticate(s, buyer.key).key_id
+        s.execute(text("UPDATE api_keys SET revoked_at = now() WHERE id = :k"), {"k": key_id})
+    client.app.state.runtime.keys.clear()  # type: ignore[attr-defined]  # as after the cache's 2 s
+    again = client.post(
+        "/v1/homeworkers", json=sent, headers={**buyer.headers, "Idempotency-Key": "before-revoking"}
+    )
+    assert again.status_code == 401
+    assert sent["name"] not in again.text
+
+
+def test_requests_that_fail_authentication_leave_no_idempotency_record(
+    client: TestClient, pg_factory: sessionmaker[Session]
+) -> None:
+    keys = [f"junk-{uuid.uuid4().hex}" for _ in range(3)]
+    for key in keys:
+        r = client.post(
+            "/v1/orders", json={}, headers={"Authorization": "Bearer nope", "Idempotency-Key": key}
+        )
+        assert r.status_code == 401
+    with pg_factory() as s:
+        stored = s.execute(select(IdempotencyRow.key).where(IdempotencyRow.key.in_(keys))).scalars().all()
+    assert stored == []
+
+
+def test_the_same_upload_sent_again_with_its_key_gets_the_first_response(
+    client: TestClient, admin: Actor
+) -> None:
+    statement = b"reference,idempotency_key,account,amount,currency,status,settled_at\n"
+    headers = {**admin.headers, "Idempotency-Key": f"recon-{uuid.uuid4().hex}"}
+
+    def upload() -> Any:  # each request gets a new random multipart boundary
+        return client.post(
+            "/v1/reconciliations",
+            data={"provider": "sandbox"},
+            files={"statement": ("statement.csv", statement, "text/csv")},
+            headers=headers,
+        )
+
+    first, second = upload(), upload()
+    assert first.status_code == 201
+    assert (second.status_code, second.json()) == (first.status_code, first.json())
+
+
+def test_the_embedded_sandbox_provider_sees_every_request_itself(api_settings: Settings) -> None:
+    body = {
+        "reference": f"p-{uuid.uuid4().hex[:8]}",
+        "amount": 125000,
+        "currency": "IDR",
+        "channel": "ID_DANA",
+        "account": "+6281234567890",
+        "account_holder_name": "Siti",
+        "description": "upah",
+    }
+    key = f"sbx-{uuid.uuid4().hex}"
+    with TestClient(create_app(api_settings, mount_sandbox=True)) as c:
+        for _ in range(2):
+            assert (
+                c.post("/sandbox/v1/payouts", json=body, headers={"Idempotency-Key": key}).status_code < 300
+            )
+        seen = c.get("/sandbox/v1/payouts", params={"idempotency_key": key}).json()
+    assert seen["received_count"] == 2  # its own record of duplicates, not our replay layer's
