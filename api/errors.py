@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.errors import (
@@ -130,10 +131,38 @@ def install(app: FastAPI) -> None:
         code = HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not unstorable(exc):
+            return await _unexpected(request, exc)
+        log.warning("a request's value cannot be stored: %s", type(exc.orig).__name__)
+        return error_response(
+            422,
+            "validation_error",
+            "a value is out of range: a number or a balance beyond what the ledger can hold, "
+            "or text with a NUL character; nothing was changed",
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error: %s", type(exc).__name__)
         return error_response(500, "internal_error", "something went wrong on our side; nothing was changed")
+
+
+UNSTORABLE_SQLSTATES = frozenset({"22003", "22021", "22P05"})
+"""numeric_value_out_of_range, character_not_in_repertoire, untranslatable_character."""
+SQLITE_BALANCE_REFUSAL = "a ledger balance would leave the 64-bit integer range"
+"""The message of migration 0011's SQLite trigger."""
+
+
+def unstorable(exc: DBAPIError) -> bool:
+    """A value the database refuses to store — the request's input (an amount that takes a
+    balance beyond 64 bits, a NUL in text), not a failure of ours; the transaction rolled back."""
+    if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_SQLSTATES:
+        return True
+    if isinstance(exc, DataError) and getattr(exc.orig, "sqlstate", None) is None:
+        return True  # psycopg refuses a NUL in text before sending it
+    return SQLITE_BALANCE_REFUSAL in str(exc.orig)
 
 
 def _safe(details: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ledger import EntryDraft, Posting, journal
+from ledger.money import MAX_AMOUNT
 from ledger.tables import table_of
 from payments import chart, outbox, parties, rates, wages
 from payments.errors import (
@@ -187,6 +188,10 @@ def post(
         rates.order_hold_amount(quantity=a.quantity, rate=rate, unit=unit, commission=commission)
         for a in assignments
     )
+    if hold > MAX_AMOUNT:
+        raise ValidationFailed(
+            "the order's pieces at its rate come to more than the ledger can hold", field="quantity"
+        )
     order_id = session.execute(
         insert(_orders).returning(_orders.c.id),
         {

@@ -134,3 +134,48 @@ def test_deposit_amount_as_a_number_is_refused(client: TestClient, admin: Actor,
         headers=admin.headers,
     )
     assert r.status_code == 422
+
+
+def test_text_with_a_nul_character_is_refused_and_writes_nothing(
+    client: TestClient, admin: Actor, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    worker = register(client, buyer)
+    before = counts(pg_factory)
+    r = client.post("/v1/organizations", json={"name": "a\u0000b", "kind": "buyer"}, headers=admin.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error")
+    r = client.post("/v1/orders", json=order_body(worker["id"], reference="PO-\u0000"), headers=buyer.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error")
+    assert counts(pg_factory) == before
+
+
+def test_an_order_whose_hold_would_not_fit_the_ledger_is_refused(
+    client: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    worker = register(client, buyer)
+    most = 2**31 - 1
+    body = order_body(
+        worker["id"],
+        quantity=most,
+        piece_rate={"rate": "999999999999", "currency": "IDR"},
+        assignments=[{"homeworker_id": worker["id"], "quantity": most}],
+    )
+    before = counts(pg_factory)
+    r = client.post("/v1/orders", json=body, headers=buyer.headers)
+    assert r.status_code == 422
+    assert r.json()["error"]["details"]["field"] == "quantity"
+    assert counts(pg_factory) == before
+
+
+def test_deposits_that_would_take_a_balance_beyond_64_bits_are_refused_not_a_500(
+    client: TestClient, admin: Actor, buyer: Actor
+) -> None:
+    def deposit(n: int) -> int:
+        return client.post(
+            f"/v1/organizations/{buyer.organization_id}/deposits",
+            json={"amount": {"amount": "999999999999999999"}, "reference": f"huge-{n}-{buyer.key[-6:]}"},
+            headers=admin.headers,
+        ).status_code
+
+    codes = [deposit(n) for n in range(10)]
+    assert 500 not in codes
+    assert codes[-1] == 422

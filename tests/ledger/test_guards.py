@@ -187,3 +187,17 @@ def test_an_accounts_balance_and_status_still_change(engine: Engine, factory: se
     with factory() as s:
         assert journal.get_account(s, account.id).status is AccountStatus.FROZEN
         assert journal.balance(s, account.id).posted == 100
+
+
+def test_a_posting_that_would_take_a_balance_beyond_64_bits_is_refused_and_nothing_changes(
+    factory: sessionmaker[Session],
+) -> None:
+    with atomic(factory) as s:
+        account = make_account(s, type=AccountType.LIABILITY)
+        fund(s, account, 2**63 - 1)
+    with pytest.raises(DatabaseError, match="64-bit|out of range"), atomic(factory) as s:
+        fund(s, account, 1)  # on SQLite the sum would silently become a float
+    with factory() as s:
+        assert journal.balance(s, account.id).posted == 2**63 - 1
+        assert isinstance(journal.balance(s, account.id).posted, int)
+
