@@ -165,8 +165,13 @@ def send_sms(self: Task[..., str], /, **payload: Any) -> str:
 
 
 def sms_retry_in(retries: int) -> float:
-    """Seconds before the next try: exponential from 5 s, capped at 10 minutes, jittered down to half."""
-    return min(SMS_RETRY_CAP, 5.0 * 2.0 ** min(retries, 16)) * random.uniform(0.5, 1.0)  # noqa: S311
+    """Seconds before the next try: up to :func:`sms_retry_longest`, jittered down to half."""
+    return sms_retry_longest(retries) * random.uniform(0.5, 1.0)  # noqa: S311
+
+
+def sms_retry_longest(retries: int) -> float:
+    """Exponential from 5 s, capped at 10 minutes."""
+    return min(SMS_RETRY_CAP, 5.0 * 2.0 ** min(retries, 16))
 
 
 @celery_app.task(name="sms.send_many")

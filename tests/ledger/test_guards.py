@@ -195,7 +195,7 @@ def test_a_posting_that_would_take_a_balance_beyond_64_bits_is_refused_and_nothi
     with atomic(factory) as s:
         account = make_account(s, type=AccountType.LIABILITY)
         fund(s, account, 2**63 - 1)
-    with pytest.raises(DatabaseError, match="64-bit|out of range"), atomic(factory) as s:
+    with pytest.raises(DatabaseError, match=r"64-bit|out of range"), atomic(factory) as s:
         fund(s, account, 1)  # on SQLite the sum would silently become a float
     with factory() as s:
         assert journal.balance(s, account.id).posted == 2**63 - 1
