@@ -152,22 +152,25 @@ _WORKER_COLUMNS = (
 )
 
 
-def _phone_index(keyring: pii.Keyring, phone: str) -> str | None:
+def _phone_indexes(keyring: pii.Keyring, phone: str) -> tuple[str, ...] | None:
+    """Her phone's blind index under every key: during a key rotation her row may still
+    carry an older key's index."""
     try:
         e164 = phones.normalise(phone)
     except phones.InvalidPhone:
         return None
-    return pii.blind_index(keyring, e164, purpose="phone")
+    return pii.blind_indexes(keyring, e164, purpose="phone")
 
 
-def _worker_by_index(session: Session, index: str) -> _Worker | None:
-    row = session.execute(select(*_WORKER_COLUMNS).where(_workers.c.phone_index == index)).mappings().first()
+def _worker_by_index(session: Session, indexes: tuple[str, ...]) -> _Worker | None:
+    query = select(*_WORKER_COLUMNS).where(_workers.c.phone_index.in_(indexes))
+    row = session.execute(query).mappings().first()
     return _worker(row) if row is not None else None
 
 
 def _worker_by_phone(session: Session, keyring: pii.Keyring, phone: str) -> _Worker | None:
-    index = _phone_index(keyring, phone)
-    return _worker_by_index(session, index) if index is not None else None
+    indexes = _phone_indexes(keyring, phone)
+    return _worker_by_index(session, indexes) if indexes is not None else None
 
 
 def _worker_by_id(session: Session, homeworker_id: int, *, lock: bool = False) -> _Worker | None:
@@ -369,6 +372,13 @@ def _pin_tag(keyring: pii.Keyring, session_id: str, pin: str) -> str:
     return pii.blind_index(keyring, f"{session_id}\n{pin}", purpose="ussd_pin")
 
 
+def _pin_tag_matches(keyring: pii.Keyring, session_id: str, pin: str, stored: str | None) -> bool:
+    """True if ``stored`` is this PIN's tag under any key: a session may span the restart that
+    puts a new key first."""
+    tags = pii.blind_indexes(keyring, f"{session_id}\n{pin}", purpose="ussd_pin")
+    return any(hmac.compare_digest(tag, stored or "") for tag in tags)
+
+
 def login_pin(steps: Sequence[str]) -> str | None:
     """The answer the menu takes as her PIN: the first well-formed one (see selfservice)."""
     return next((step.strip() for step in steps if pins.valid_pin_format(step.strip())), None)
@@ -408,8 +418,8 @@ def _open(
     now: datetime,
     timeout: timedelta,
 ) -> _Context | UssdOutcome:
-    index = _phone_index(keyring, phone)
-    if index is None:
+    indexes = _phone_indexes(keyring, phone)
+    if indexes is None:
         return selfservice.unknown_number()
     postgres = session.get_bind().dialect.name == "postgresql"
     if steps and postgres:  # (SQLite cannot return the joined row's columns)
@@ -421,7 +431,7 @@ def _open(
                 .where(
                     _sessions.c.session_id == session_id,
                     _sessions.c.homeworker_id == _workers.c.id,
-                    _workers.c.phone_index == index,
+                    _workers.c.phone_index.in_(indexes),
                     _sessions.c.last_seen_at >= now - timeout,
                 )
                 .values(last_seen_at=now)
@@ -432,7 +442,7 @@ def _open(
         )
         if found is not None:
             return _resumed(keyring, session_id, _worker(found), found, steps, now)
-    worker = _worker_by_index(session, index)
+    worker = _worker_by_index(session, indexes)
     if worker is None:
         return selfservice.unknown_number()
     lang = worker.language
@@ -471,7 +481,7 @@ def _resumed(
     verdict = row["pin_ok"]
     if verdict is not None:
         pin = login_pin(steps)
-        if pin is None or not hmac.compare_digest(_pin_tag(keyring, session_id, pin), row["pin_tag"] or ""):
+        if pin is None or not _pin_tag_matches(keyring, session_id, pin, row["pin_tag"]):
             return selfservice.session_expired(worker.language)
     return _Context(session_id, worker, steps, verdict, row["dispute_ref"], now)
 
@@ -562,7 +572,7 @@ def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _C
                 .values(pin_ok=ok, pin_tag=tag)
             )
             verdict = ok
-        elif hmac.compare_digest(tag, row.pin_tag or ""):
+        elif _pin_tag_matches(keyring, ctx.session_id, pin, row.pin_tag):
             verdict = bool(row.pin_ok)  # a concurrent request of this session recorded it first
         else:
             return UssdTurn(selfservice.session_expired(lang))

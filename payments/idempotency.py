@@ -12,10 +12,12 @@ Inside the seal, a one-character tag says how the body was turned into text: ``t
 UTF-8 body kept as is (every response the API makes), ``b`` for any other bytes, in base64.
 
 A sealed body stays readable while the key that sealed it is in ``UPAH_SECRET_KEYS``: after
-a rotation keep the old key for the retention (:data:`DEFAULT_RETENTION`, setting
-``UPAH_IDEMPOTENCY_RETENTION_DAYS``), after which :func:`purge` has removed every row it
-sealed. A body that can no longer be opened raises :class:`pii.DecryptionFailed`; the
-caller must then refuse the replay, never run the request again.
+a new key is put first, ``upah keys rotate`` (:mod:`payments.rotation`) seals the stored
+bodies again with it, in the same context; otherwise keep the old key for the retention
+(:data:`DEFAULT_RETENTION`, setting ``UPAH_IDEMPOTENCY_RETENTION_DAYS``), after which
+:func:`purge` has removed every row it sealed. A body that can no longer be opened raises
+:class:`pii.DecryptionFailed`; the caller must then refuse the replay, never run the request
+again.
 """
 
 from __future__ import annotations

@@ -296,21 +296,24 @@ def register_homeworker(
         nik_digits = nik.strip()
         if len(nik_digits) != 16 or not nik_digits.isdigit():
             raise ValidationFailed("a NIK is 16 digits", field="nik")
-    phone_index = pii.blind_index(keyring, e164, purpose="phone")
-    if session.execute(select(exists().where(_workers.c.phone_index == phone_index))).scalar():
+    # The unique constraints catch a duplicate indexed with the primary key; during a key
+    # rotation she may still be indexed with an older one, so look for every key's index.
+    phone_indexes = pii.blind_indexes(keyring, e164, purpose="phone")
+    if session.execute(select(exists().where(_workers.c.phone_index.in_(phone_indexes)))).scalar():
         raise DuplicateReference("a homeworker with this phone number is already registered", field="phone")
-    nik_index = pii.blind_index(keyring, nik_digits, purpose="nik") if nik_digits else None
-    if nik_index and session.execute(select(exists().where(_workers.c.nik_index == nik_index))).scalar():
+    nik_indexes = pii.blind_indexes(keyring, nik_digits, purpose="nik") if nik_digits else ()
+    nik_taken = select(exists().where(_workers.c.nik_index.in_(nik_indexes)))
+    if nik_indexes and session.execute(nik_taken).scalar():
         raise DuplicateReference("a homeworker with this NIK is already registered", field="nik")
     worker_id = session.execute(
         insert(_workers).returning(_workers.c.id),
         {
             "name_enc": pii.encrypt(keyring, name, context="homeworker.name"),
             "phone_enc": pii.encrypt(keyring, e164, context="homeworker.phone"),
-            "phone_index": phone_index,
+            "phone_index": phone_indexes[0],
             "phone_masked": phones.mask(e164),
             "nik_enc": pii.encrypt(keyring, nik_digits, context="homeworker.nik") if nik_digits else None,
-            "nik_index": nik_index,
+            "nik_index": nik_indexes[0] if nik_indexes else None,
             "region": region,
             "wallet_provider": wallet_provider.lower(),
             "wallet_channel": channel,
@@ -385,8 +388,9 @@ def find_homeworker_by_phone(session: Session, *, keyring: pii.Keyring, phone: s
         e164 = phones.normalise(phone)
     except phones.InvalidPhone:
         return None
-    index = pii.blind_index(keyring, e164, purpose="phone")
-    return session.execute(select(_workers.c.id).where(_workers.c.phone_index == index)).scalar_one_or_none()
+    indexes = pii.blind_indexes(keyring, e164, purpose="phone")
+    query = select(_workers.c.id).where(_workers.c.phone_index.in_(indexes)).order_by(_workers.c.id).limit(1)
+    return session.execute(query).scalar_one_or_none()
 
 
 def earnings_account(

@@ -7,11 +7,10 @@ clear. Keys come from the environment (``UPAH_SECRET_KEYS``) and are passed in: 
 module reads no settings and stores nothing.
 
 **Keys.** A key is 32 random bytes, urlsafe base64 (:func:`generate_key`). A
-:class:`Keyring` is built from a comma-separated list: the **first** key encrypts, **all**
-decrypt. To rotate, put a new key first; re-encrypt old rows at leisure
-(:func:`needs_reencrypt`), then drop the old key. Each master key is never used directly:
-HKDF-SHA256 derives from it an AES key, a key id and blind-index keys, each for one
-purpose only.
+:class:`Keyring` is built from a comma-separated list: the **first** (primary) key encrypts
+and makes blind indexes, **all** decrypt and are searched. Each master key is never used
+directly: HKDF-SHA256 derives from it an AES key, a key id and blind-index keys, each for
+one purpose only.
 
 **Ciphertext.** AES-256-GCM with a fresh 96-bit random nonce, in a text token
 ``pii1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>``. The key id says which key
@@ -19,13 +18,28 @@ decrypts it. The version, key id and an optional *context* (e.g. ``"homeworker.p
 are authenticated as associated data, so a token cannot be moved to another column or
 relabelled to another key without failing to decrypt. A tampered token is refused.
 
-**Blind index.** HMAC-SHA256 of the value, keyed by a key derived from the **last** key in
-the list — the oldest, the one kept for lookups — and from a *purpose* (``"phone"``,
-``"nik"``), so indexes of different fields cannot be joined. Prepending new keys (the
-rotation above) therefore never changes an index. Retiring that oldest key means
-recomputing every index from the decrypted values; an index is prefixed with the id of
-the key that made it (``<key id>.<digest>``) so such rows can be found. Callers normalise
-the value first (E.164 for phones, 16 digits for a NIK): the index is of exact bytes.
+**Blind index.** HMAC-SHA256 of the value, keyed by a key derived from a master key and
+from a *purpose* (``"phone"``, ``"nik"``), so indexes of different fields cannot be joined.
+New rows are indexed with the primary key (:func:`blind_index`); a lookup must match an
+index made by *any* key of the ring (:func:`blind_indexes`, one per key, primary first,
+for ``IN``), because rows written before a rotation keep their older index until they are
+rewritten. An index is prefixed with the id of the key that made it (``<key id>.<digest>``),
+so such rows can be found. Callers normalise the value first (E.164 for phones, 16 digits
+for a NIK): the index is of exact bytes.
+
+**Rotation**, with no downtime:
+
+1. Put a new key first in ``UPAH_SECRET_KEYS`` (``NEW,OLD``) and restart every process
+   (API, workers, beat). New values are sealed and indexed with NEW; rows sealed or
+   indexed with OLD still decrypt and are still found, since every key is searched. (If
+   processes restart one by one, first add NEW *last* everywhere, ``OLD,NEW``, then move it
+   first: no process then meets a value sealed with a key it does not have.)
+2. Run ``upah keys rotate``: it re-seals every field and recomputes every blind index not
+   yet made with the primary key (:func:`needs_reencrypt`, :func:`needs_reindex`), in small
+   transactions; it can be stopped and run again. ``upah keys status`` counts what is left.
+3. Drop OLD from ``UPAH_SECRET_KEYS`` and restart. USSD PINs are the exception: their
+   hashes are peppered with a key (:func:`pepper`) and can be remade only from the PIN
+   itself, at her next right PIN; a PIN still made with OLD must then be reset.
 """
 
 from __future__ import annotations
@@ -110,7 +124,7 @@ def _load_key(text: str, position: int) -> _Key:
 
 @dataclass(frozen=True, slots=True)
 class Keyring:
-    """Keys for personal data: the first encrypts, all decrypt, the last indexes."""
+    """Keys for personal data: the first encrypts and indexes, all decrypt and are searched."""
 
     _keys: tuple[_Key, ...] = field(repr=False)
 
@@ -137,11 +151,6 @@ class Keyring:
     def primary_key_id(self) -> str:
         """The id of the key that encrypts."""
         return self._keys[0].key_id
-
-    @property
-    def index_key_id(self) -> str:
-        """The id of the key that blind indexes are made with (the last, oldest one)."""
-        return self._keys[-1].key_id
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -223,11 +232,43 @@ def pepper(keyring: Keyring, secret: str, *, purpose: str, key_id: str | None = 
     return key.key_id, hmac.new(purpose_key, secret.encode("utf-8"), hashlib.sha256).digest()
 
 
-def blind_index(keyring: Keyring, value: str, *, purpose: str) -> str:
-    """Keyed hash for equality lookups, stable when new keys are prepended to the ring."""
-    if not _PURPOSE.fullmatch(purpose):
-        raise ValueError("purpose is a short lower-case name such as 'phone' or 'nik'")
-    key = keyring._keys[-1]
+def _index(key: _Key, value: str, purpose: str) -> str:
     purpose_key = hmac.new(key.index_master, purpose.encode("ascii"), hashlib.sha256).digest()
     digest = hmac.new(purpose_key, value.encode("utf-8"), hashlib.sha256).digest()
     return f"{key.key_id}.{_b64(digest)}"
+
+
+def _check_purpose(purpose: str) -> None:
+    if not _PURPOSE.fullmatch(purpose):
+        raise ValueError("purpose is a short lower-case name such as 'phone' or 'nik'")
+
+
+def blind_index(keyring: Keyring, value: str, *, purpose: str) -> str:
+    """Keyed hash for equality lookups, made with the primary key: the one to store."""
+    _check_purpose(purpose)
+    return _index(keyring._keys[0], value, purpose)
+
+
+def blind_indexes(keyring: Keyring, value: str, *, purpose: str) -> tuple[str, ...]:
+    """The value's index under every key of the ring, primary first: the ones to look up with
+    (``WHERE phone_index IN (...)``), since a row keeps its index until it is rewritten."""
+    _check_purpose(purpose)
+    return tuple(_index(key, value, purpose) for key in keyring._keys)
+
+
+def index_key_id(index: str) -> str:
+    """Which key made a blind index."""
+    return index.partition(".")[0]
+
+
+def needs_reindex(keyring: Keyring, index: str) -> bool:
+    """True for an index made by an older key: a rotation job should recompute it."""
+    return index_key_id(index) != keyring.primary_key_id
+
+
+def reencrypt(keyring: Keyring, token: str, *, context: str = "") -> str:
+    """The token sealed again with the primary key, in the same context; a token already
+    sealed with it is returned as it is. Raises :class:`DecryptionFailed` as :func:`decrypt`."""
+    if not needs_reencrypt(keyring, token):
+        return token
+    return encrypt(keyring, decrypt(keyring, token, context=context), context=context)

@@ -7,14 +7,15 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger import atomic, reports, sealing
-from payments import parties
+from ledger import atomic, reports, retrying, sealing
+from payments import parties, rotation
 from payments.errors import PaymentsError
 from upah import bootstrap
 from upah.migrate import upgrade
@@ -25,10 +26,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The ledger's proof: seal and verify.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations (operators).", no_args_is_help=True)
 key_app = typer.Typer(help="API keys (operators).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Personal-data encryption keys (UPAH_SECRET_KEYS): status and rotation.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(org_app, name="org")
 app.add_typer(key_app, name="key")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -70,6 +75,94 @@ def key_create(
         err.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from None
     typer.echo(key)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Count the rows still sealed or indexed with an older key; exit 1 while any remain."""
+    settings = get_settings()
+    db = bootstrap.database(settings)
+    keyring = bootstrap.keys(settings).keyring
+    try:
+        with db.sessions() as s:
+            counts = rotation.status(s, keyring=keyring)
+            pins = rotation.stale_pins(s, keyring=keyring)
+    finally:
+        db.engine.dispose()
+    table = Table(title=f"personal data by key (primary key {keyring.primary_key_id})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("on older keys", justify="right")
+    for count in counts:
+        table.add_row(count.table, str(count.rows), str(count.stale))
+    console.print(table)
+    console.print(
+        f"USSD PINs still made with an older key: {pins} (each is rehashed at her next right PIN; "
+        "once its key is dropped she must set a new one)"
+    )
+    if any(count.stale for count in counts):
+        console.print("[yellow]run `upah keys rotate` before dropping an older key[/yellow]")
+        raise typer.Exit(1)
+    console.print("[green]no personal data is left on an older key[/green]")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="rows per transaction")
+    ] = rotation.DEFAULT_BATCH,
+) -> None:
+    """Seal again and reindex with the first key of UPAH_SECRET_KEYS every value still on an older
+    key, in small transactions, while the service runs. Safe to stop and to run again.
+
+    Exit 1 if some value cannot be opened with any key of UPAH_SECRET_KEYS (it is left as it is).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    settings = get_settings()
+    db = bootstrap.database(settings)
+    keyring = bootstrap.keys(settings).keyring
+    results: list[tuple[rotation.Count, int, int]] = []
+    try:
+        with db.sessions() as s:
+            counts = rotation.status(s, keyring=keyring)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console) as progress:
+            for target, count in zip(rotation.TARGETS, counts, strict=True):
+                task = progress.add_task(target.name, total=count.stale)
+                rewritten = unreadable = 0
+                after: tuple[Any, ...] | None = None
+                while True:
+                    step = partial(
+                        rotation.rotate_batch, keyring=keyring, target=target, after=after, limit=batch_size
+                    )
+                    batch = retrying(db.sessions, step)
+                    if batch.last is None:
+                        break
+                    after = batch.last
+                    rewritten += batch.rewritten
+                    unreadable += batch.unreadable
+                    progress.advance(task, batch.rewritten + batch.unreadable)
+                results.append((count, rewritten, unreadable))
+    finally:
+        db.engine.dispose()
+    table = Table(title=f"rotated to key {keyring.primary_key_id}")
+    table.add_column("table")
+    table.add_column("rewritten", justify="right")
+    table.add_column("already current", justify="right")
+    table.add_column("unreadable", justify="right")
+    for count, rewritten, unreadable in results:
+        table.add_row(count.table, str(rewritten), str(count.current), str(unreadable))
+    console.print(table)
+    total = sum(r for _, r, _ in results)
+    left = sum(u for _, _, u in results)
+    console.print(f"rewritten {total} rows; already current {sum(c.current for c, _, _ in results)}")
+    if left:
+        err.print(
+            f"[red]{left} rows hold a value that no key of UPAH_SECRET_KEYS opens (see the log); "
+            "they were left as they are[/red]"
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

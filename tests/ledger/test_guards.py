@@ -200,4 +200,3 @@ def test_a_posting_that_would_take_a_balance_beyond_64_bits_is_refused_and_nothi
     with factory() as s:
         assert journal.balance(s, account.id).posted == 2**63 - 1
         assert isinstance(journal.balance(s, account.id).posted, int)
-

@@ -13,10 +13,14 @@ from payments.pii import (
     InvalidKey,
     Keyring,
     blind_index,
+    blind_indexes,
     decrypt,
     encrypt,
     generate_key,
+    index_key_id,
     needs_reencrypt,
+    needs_reindex,
+    reencrypt,
     token_key_id,
 )
 
@@ -125,15 +129,46 @@ def test_the_blind_index_is_stable_for_the_same_value() -> None:
     assert blind_index(keyring, PHONE, purpose="phone") == blind_index(keyring, PHONE, purpose="phone")
 
 
-def test_the_blind_index_survives_prepending_a_new_key() -> None:
+def test_an_index_made_before_prepending_a_new_key_is_still_looked_up() -> None:
     before = blind_index(ring(OLD), PHONE, purpose="phone")
-    assert blind_index(ring(NEW, OLD), PHONE, purpose="phone") == before
+    assert before in blind_indexes(ring(NEW, OLD), PHONE, purpose="phone")
 
 
-def test_the_blind_index_is_made_with_the_last_key_and_says_so() -> None:
+def test_the_blind_index_is_made_with_the_primary_key_and_says_so() -> None:
     rotated = ring(NEW, OLD)
-    assert blind_index(rotated, PHONE, purpose="phone").startswith(rotated.index_key_id + ".")
-    assert rotated.index_key_id == ring(OLD).primary_key_id
+    index = blind_index(rotated, PHONE, purpose="phone")
+    assert index_key_id(index) == rotated.primary_key_id == ring(NEW).primary_key_id
+
+
+def test_the_lookup_indexes_are_one_per_key_primary_first() -> None:
+    indexes = blind_indexes(ring(NEW, OLD), PHONE, purpose="phone")
+    assert indexes == (
+        blind_index(ring(NEW), PHONE, purpose="phone"),
+        blind_index(ring(OLD), PHONE, purpose="phone"),
+    )
+
+
+def test_only_an_older_keys_index_needs_reindexing() -> None:
+    rotated = ring(NEW, OLD)
+    assert needs_reindex(rotated, blind_index(ring(OLD), PHONE, purpose="phone"))
+    assert not needs_reindex(rotated, blind_index(rotated, PHONE, purpose="phone"))
+
+
+def test_reencrypt_seals_an_old_token_with_the_primary_key_in_its_context() -> None:
+    old = encrypt(ring(OLD), PHONE, context="homeworker.phone")
+    fresh = reencrypt(ring(NEW, OLD), old, context="homeworker.phone")
+    assert decrypt(ring(NEW), fresh, context="homeworker.phone") == PHONE
+
+
+def test_reencrypt_leaves_a_current_token_as_it_is() -> None:
+    current = encrypt(ring(NEW, OLD), PHONE, context="homeworker.phone")
+    assert reencrypt(ring(NEW, OLD), current, context="homeworker.phone") == current
+
+
+def test_reencrypt_refuses_a_token_of_another_field() -> None:
+    old = encrypt(ring(OLD), PHONE, context="homeworker.phone")
+    with pytest.raises(DecryptionFailed):
+        reencrypt(ring(NEW, OLD), old, context="homeworker.wallet")
 
 
 def test_the_blind_index_differs_by_purpose() -> None:
