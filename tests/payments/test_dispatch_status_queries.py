@@ -78,6 +78,17 @@ def submitted(
     return payout_id
 
 
+@pytest.fixture
+def unknown(
+    pg_factory: sessionmaker[Session], mocked: responses.RequestsMock, dispatcher: Dispatcher, buyer: Buyer
+) -> int:
+    """A payout whose instruction timed out: unknown, its first question queued."""
+    payout_id = a_payout(pg_factory, buyer)
+    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    return payout_id
+
+
 def a_payout(pg_factory: sessionmaker[Session], buyer: Buyer) -> int:
     earn(pg_factory, buyer, make_worker(pg_factory, buyer), 50_000)
     return run(pg_factory, buyer).payouts[0].id
@@ -150,11 +161,9 @@ def test_a_rate_limited_status_query_leaves_an_unknown_payout_unknown_and_asks_a
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    unknown: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
-    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    payout_id = unknown
     mocked.get(PAYOUTS, status=429, headers={"Retry-After": "60"})
     assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN
     question = next_question(pg_factory, payout_id)
@@ -293,11 +302,9 @@ def test_a_second_delivery_of_an_unknown_payouts_question_asks_nothing(
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    unknown: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
-    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    payout_id = unknown
     mocked.get(PAYOUTS, json=PENDING)
     clock.now = next_question(pg_factory, payout_id)
     assert dispatcher.resolve(payout_id, queued=True) is PayoutStatus.UNKNOWN
@@ -313,11 +320,9 @@ def test_an_unknown_payouts_question_asked_on_demand_leaves_one_chain_of_questio
     mocked: responses.RequestsMock,
     dispatcher: Dispatcher,
     clock: Clock,
-    buyer: Buyer,
+    unknown: int,
 ) -> None:
-    payout_id = a_payout(pg_factory, buyer)
-    mocked.post(PAYOUTS, body=requests.exceptions.ReadTimeout("slow"))
-    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    payout_id = unknown
     first = next_question(pg_factory, payout_id)
     mocked.get(PAYOUTS, json=PENDING)
     assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN  # asked now (a person, a test)
