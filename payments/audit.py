@@ -32,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ledger.tables import AccountRow, EntryRow, PostingRow, table_of
@@ -519,8 +519,10 @@ def add_dispute_note(
     text = text.strip()
     if not text or len(text) > MAX_DISPUTE_NOTE:
         raise ValidationFailed(f"a note of 1 to {MAX_DISPUTE_NOTE} characters is needed", field="note")
-    row = session.execute(select(_disputes).where(_disputes.c.id == dispute_id).with_for_update()).first()
-    if row is None or not _may_see_dispute(session, principal, row.buyer_id, row.homeworker_id):
+    query = select(_disputes).where(_disputes.c.id == dispute_id).with_for_update()
+    visible = disputes_in_scope(session, principal=principal)
+    row = session.execute(query if visible is None else query.where(visible)).first()
+    if row is None:
         raise NotFound("dispute not found")
     notes = [
         *list(row.notes or []),
@@ -530,25 +532,21 @@ def add_dispute_note(
     return notes
 
 
-def _may_see_dispute(
-    session: Session, principal: Principal, buyer_id: int | None, homeworker_id: int
-) -> bool:
-    """As the disputes list scopes them: the buyer concerned, or — when she named none — any
-    buyer she is linked to; never an intermediary."""
-    if principal.platform_wide or buyer_id == principal.organization_id:
-        return True
-    if buyer_id is not None:
-        return False
-    linked = session.execute(
-        select(_links.c.homeworker_id)
-        .join(_orgs, _orgs.c.id == _links.c.organization_id)
-        .where(
-            _links.c.homeworker_id == homeworker_id,
-            _links.c.organization_id == principal.organization_id,
-            _orgs.c.kind == OrganizationKind.BUYER.value,
-        )
-    ).first()
-    return linked is not None
+def disputes_in_scope(session: Session, *, principal: Principal) -> ColumnElement[bool] | None:
+    """The disputes a principal may see, as a filter (None: all, platform-wide): those naming
+    its organisation and, for a buyer, those of its homeworkers that name no buyer. An
+    intermediary's keys never see one, whatever their role: she may be complaining about it."""
+    if principal.platform_wide:
+        return None
+    org = principal.organization_id
+    kind = session.execute(select(_orgs.c.kind).where(_orgs.c.id == org)).scalar_one_or_none()
+    mine = _disputes.c.buyer_id == org
+    if kind != OrganizationKind.BUYER.value:
+        return mine
+    linked = exists().where(
+        _links.c.homeworker_id == _disputes.c.homeworker_id, _links.c.organization_id == org
+    )
+    return or_(mine, and_(_disputes.c.buyer_id.is_(None), linked))
 
 
 __all__ = [

@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, RowMapping, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Row, RowMapping, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -49,10 +49,10 @@ from integrations import phones
 from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
 from ledger import atomic
 from ledger.tables import AccountRow, insert_or_ignore, table_of
-from payments import messages, outbox, payouts, pii, pins, rates, selfservice
+from payments import audit, messages, outbox, payouts, pii, pins, rates, selfservice
 from payments.errors import PaymentsError
 from payments.messages import FailureReason, Language
-from payments.parties import OrganizationKind, Principal, Role
+from payments.parties import Principal, Role
 from payments.payout_states import PayoutStatus
 from payments.selfservice import (
     ChangePin,
@@ -750,21 +750,12 @@ def list_disputes(
     homeworker_id: int | None = None,
     limit: int = 100,
 ) -> list[Dispute]:
-    """Disputes a buyer or auditor may see, newest first: those naming its organisation and,
-    for a buyer, those of its homeworkers that name no buyer (platform-wide: all). An
-    intermediary's keys never see one, whatever their role: she may be complaining about it."""
+    """Disputes a buyer or auditor may see (:func:`audit.disputes_in_scope`), newest first."""
     principal.require(Role.BUYER, Role.AUDITOR, Role.ADMIN)
     query = select(_disputes).order_by(_disputes.c.id.desc()).limit(min(max(limit, 1), 1000))
-    if not principal.platform_wide:
-        org = principal.organization_id
-        kind = session.execute(select(_orgs.c.kind).where(_orgs.c.id == org)).scalar_one_or_none()
-        mine = _disputes.c.buyer_id == org
-        if kind == OrganizationKind.BUYER.value:  # an intermediary's auditor key: none of hers
-            linked = exists().where(
-                _links.c.homeworker_id == _disputes.c.homeworker_id, _links.c.organization_id == org
-            )
-            mine = or_(mine, and_(_disputes.c.buyer_id.is_(None), linked))
-        query = query.where(mine)
+    visible = audit.disputes_in_scope(session, principal=principal)
+    if visible is not None:
+        query = query.where(visible)
     if status is not None:
         query = query.where(_disputes.c.status == status)
     if homeworker_id is not None:
