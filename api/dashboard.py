@@ -903,10 +903,7 @@ def report_page(request: Request, rt: RuntimeDep) -> Response:
         w = v.words
         with rt.read() as session:
             report = pilot_reports.pilot(session, principal=v.principal, start=None, end=None, now=now)
-            scope = audit.scope_of(session, principal=v.principal, allow=REPORT_READERS)
-            # an intermediary sees no payout figures, as in the API's report: a payout is the
-            # buyer's to its homeworker, and not all of a buyer's work goes through it
-            buyers = frozenset() if scope.intermediary_id is not None else scope.buyer_ids
+            buyers = audit.scope_of(session, principal=v.principal, allow=REPORT_READERS).payout_buyers
             by_day = queries.payouts_by_day(session, buyers=buyers, today=now.astimezone(WIB).date())
             waits = queries.waits(session, buyers=buyers)
         data = report.as_dict()

@@ -85,6 +85,13 @@ class Scope:
     def platform_wide(self) -> bool:
         return self.organization_id is None
 
+    @property
+    def payout_buyers(self) -> frozenset[int] | None:
+        """The buyers whose payouts this scope may count (None: all); none for an
+        intermediary: a payout is the buyer's to its homeworker, and not all of a buyer's
+        work goes through it."""
+        return frozenset() if self.intermediary_id is not None else self.buyer_ids
+
 
 def scope_of(session: Session, *, principal: Principal, allow: Iterable[Role]) -> Scope:
     """The principal's scope for an audit read, or Forbidden for a role not in ``allow``."""

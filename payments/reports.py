@@ -350,12 +350,11 @@ def _payout_totals(
     )
     if start is not None:
         query = query.where(_payouts.c.created_at >= start)
-    if scope.buyer_ids is not None:
-        query = query.where(_payouts.c.buyer_id.in_(sorted(scope.buyer_ids)))
+    if scope.payout_buyers is not None:
+        query = query.where(_payouts.c.buyer_id.in_(sorted(scope.payout_buyers)))
     by_status = {s.value: {"count": 0, "amount": 0} for s in PayoutStatus}
-    if scope.intermediary_id is None:
-        for status, count, amount in session.execute(query.group_by(_payouts.c.status)):
-            by_status[status] = {"count": int(count), "amount": int(amount)}
+    for status, count, amount in session.execute(query.group_by(_payouts.c.status)):
+        by_status[status] = {"count": int(count), "amount": int(amount)}
     return {
         "count": sum(v["count"] for v in by_status.values()),
         "amount": sum(v["amount"] for v in by_status.values()),
