@@ -146,6 +146,12 @@ class HomeworkerBalanceRead(BaseModel):
     awaiting_confirmation_pieces: int
 
 
+class PinResetRead(BaseModel):
+    homeworker_id: int
+    pin_cleared: bool
+    """False when she had no PIN yet: nothing changed and no SMS was sent."""
+
+
 # orders ---------------------------------------------------------------------------------------
 
 

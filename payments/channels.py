@@ -49,7 +49,7 @@ from integrations import phones
 from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
 from ledger import atomic
 from ledger.tables import AccountRow, insert_or_ignore, table_of
-from payments import audit, messages, outbox, payouts, pii, pins, rates, selfservice
+from payments import audit, messages, outbox, parties, payouts, pii, pins, rates, selfservice
 from payments.errors import PaymentsError
 from payments.messages import FailureReason, Language
 from payments.parties import Principal, Role
@@ -553,7 +553,13 @@ def ussd_turn(
 def _check_pin(sessions: sessionmaker[Session], *, keyring: pii.Keyring, ctx: _Context, pin: str) -> UssdTurn:
     stored = ctx.worker.pin_hash
     assert stored is not None, "the menu asks for a PIN only once one is set"
-    ok = pins.verify_pin(pin_hash=stored, pin=pin, keyring=keyring)
+    try:
+        ok = pins.verify_pin(pin_hash=stored, pin=pin, keyring=keyring)
+    except pins.InvalidPinHash:
+        log.warning(
+            "ussd PIN of homeworker %d cannot be checked (retired key or corrupt hash)", ctx.worker.id
+        )
+        return UssdTurn(selfservice.pin_unusable(ctx.worker.language))
     stale = ok and pins.needs_rehash(stored, keyring=keyring)
     rehashed = pins.hash_pin(pin, keyring=keyring) if stale else None
     tag = _pin_tag(keyring, ctx.session_id, pin)
@@ -660,6 +666,47 @@ def _change_pin(
         return UssdTurn(selfservice.session_expired(ctx.worker.language))
     log.info("ussd PIN changed for homeworker %d", ctx.worker.id)
     return UssdTurn(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class PinReset:
+    homeworker_id: int
+    reset: bool
+    """False when she had no PIN to forget (nothing changed, no SMS)."""
+
+
+def reset_pin(session: Session, *, principal: Principal, homeworker_id: int, now: datetime) -> PinReset:
+    """Forget her PIN, its wrong tries and its lock, at her request through an organisation
+    she works with: she forgot it, or it was made with a key since retired (:mod:`payments.pins`).
+
+    Nobody else ever learns or chooses a PIN: she makes a new one from her own phone at her
+    next dial, as on first use. Her USSD sessions end (none goes on with the old PIN's
+    verdict), and an SMS tells her, in case she did not ask for it.
+    """
+    principal.require(Role.ADMIN, Role.BUYER, Role.INTERMEDIARY)
+    parties.check_visible(session, principal=principal, homeworker_id=homeworker_id)
+    worker = _worker_by_id(session, homeworker_id, lock=True)
+    assert worker is not None
+    if worker.pin_hash is None:
+        return PinReset(homeworker_id, reset=False)
+    session.execute(
+        update(_workers)
+        .where(_workers.c.id == homeworker_id)
+        .values(pin_hash=None, pin_failures=0, pin_locked_until=None)
+    )
+    session.execute(delete(_sessions).where(_sessions.c.homeworker_id == homeworker_id))
+    outbox.add(
+        session,
+        topic=outbox.SEND_SMS,
+        payload={
+            "kind": "pin_reset",
+            "homeworker_id": homeworker_id,
+            "key": f"pin_reset:{homeworker_id}:{now.isoformat()}",
+        },
+        now=now,
+    )
+    log.info("ussd PIN reset for homeworker %d by API key %d", homeworker_id, principal.key_id)
+    return PinReset(homeworker_id, reset=True)
 
 
 def purge_ussd_sessions(session: Session, *, now: datetime, older_than: timedelta = timedelta(days=1)) -> int:
@@ -848,6 +895,8 @@ def _compose(session: Session, payload: Mapping[str, Any], now: datetime) -> _Co
     text: str | None
     if kind == "pin_locked":
         text = messages.pin_locked_notice(lang=lang)
+    elif kind == "pin_reset":
+        text = messages.pin_reset_notice(lang=lang)
     elif kind == "sms_reply":
         view = worker_view(session, homeworker_id=homeworker_id, now=now)
         assert view is not None

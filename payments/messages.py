@@ -119,6 +119,7 @@ class MessageKey(StrEnum):
     USSD_LANGUAGE_SET = "ussd.language_set"
     USSD_UNKNOWN_NUMBER = "ussd.unknown_number"
     USSD_SESSION_EXPIRED = "ussd.session_expired"
+    USSD_PIN_UNUSABLE = "ussd.pin_unusable"
     USSD_INVALID_INPUT = "ussd.invalid_input"
     USSD_TOO_MANY_ERRORS = "ussd.too_many_errors"
     USSD_SERVICE_ERROR = "ussd.service_error"
@@ -148,6 +149,7 @@ class MessageKey(StrEnum):
     NOTICE_PAYOUT_FAILED = "notice.payout_failed"
     NOTICE_ORDER_ASSIGNED = "notice.order_assigned"
     NOTICE_PIN_LOCKED = "notice.pin_locked"
+    NOTICE_PIN_RESET = "notice.pin_reset"
     REASON_WALLET_LIMIT = "reason.wallet_limit"
     REASON_NAME_MISMATCH = "reason.name_mismatch"
     REASON_ACCOUNT_NOT_FOUND = "reason.account_not_found"
@@ -257,6 +259,11 @@ CATALOGUE: dict[MessageKey, dict[Language, str]] = {
         _ID: "Maaf, layanan Upah tidak tersedia untuk nomor ini.",
         _EN: "Sorry, Upah is not available for this number.",
     },
+    _K.USSD_PIN_UNUSABLE: {
+        _ID: "PIN Anda tidak dapat diperiksa lagi. Minta perantara atau pembeli Anda menghapusnya, "
+        "lalu buat PIN baru.",
+        _EN: "Your PIN can no longer be checked. Ask your agent or buyer to clear it, then choose a new one.",
+    },
     _K.USSD_SESSION_EXPIRED: {
         _ID: "Sesi telah berakhir. Silakan hubungi Upah lagi.",
         _EN: "Your session has ended. Please dial Upah again.",
@@ -348,6 +355,12 @@ CATALOGUE: dict[MessageKey, dict[Language, str]] = {
         "hubungi perantara. Upah tidak pernah meminta PIN Anda.",
         _EN: "Upah: the menu is locked for 15 minutes after 3 wrong PINs. If it was not you, "
         "tell your agent. Upah never asks for your PIN.",
+    },
+    _K.NOTICE_PIN_RESET: {
+        _ID: "Upah: PIN menu Anda dihapus. Buat PIN baru saat membuka menu lagi. Jika Anda tidak "
+        "memintanya, hubungi perantara. Upah tidak pernah meminta PIN Anda.",
+        _EN: "Upah: your menu PIN was cleared. Choose a new one next time you dial. If you did not "
+        "ask for this, tell your agent. Upah never asks for your PIN.",
     },
     _K.REASON_WALLET_LIMIT: {
         _ID: "dompet Anda sudah mencapai batas saldo",
@@ -622,3 +635,8 @@ def order_assigned_notice(
 def pin_locked_notice(*, lang: Language) -> str:
     """The SMS sent when the USSD menu locks, in case it was not her at the keypad."""
     return text(_K.NOTICE_PIN_LOCKED, lang)
+
+
+def pin_reset_notice(*, lang: Language) -> str:
+    """The SMS sent when an organisation clears her PIN, in case she did not ask for it."""
+    return text(_K.NOTICE_PIN_RESET, lang)

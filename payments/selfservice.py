@@ -225,6 +225,11 @@ def session_expired(language: Language = Language.ID) -> UssdOutcome:
     return _end(_K.USSD_SESSION_EXPIRED, language)
 
 
+def pin_unusable(language: Language = Language.ID) -> UssdOutcome:
+    """The END for a PIN that can no longer be checked (made with a retired key): only a reset helps."""
+    return _end(_K.USSD_PIN_UNUSABLE, language)
+
+
 def invalid_request(language: Language = Language.ID) -> UssdOutcome:
     """The END for a gateway request that could not be read (too long, too many answers)."""
     return _end(_K.USSD_TOO_MANY_ERRORS, language)

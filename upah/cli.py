@@ -98,7 +98,7 @@ def keys_status() -> None:
     console.print(table)
     console.print(
         f"USSD PINs still made with an older key: {pins} (each is rehashed at her next right PIN; "
-        "once its key is dropped she must set a new one)"
+        "once its key is dropped, POST /v1/homeworkers/{id}/pin-reset lets her set a new one)"
     )
     if any(count.stale for count in counts):
         console.print("[yellow]run `upah keys rotate` before dropping an older key[/yellow]")

@@ -12,7 +12,7 @@ from api import convert
 from api import schemas as s
 from api.deps import NowDep, PrincipalDep, RuntimeDep
 from ledger import parse_amount
-from payments import adjustments, parties, statements
+from payments import adjustments, channels, parties, statements
 
 router = APIRouter(prefix="/v1/homeworkers", tags=["homeworkers"])
 
@@ -56,6 +56,14 @@ def balance(homeworker_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.Ho
         paid=convert.money(b.paid),
         awaiting_confirmation_pieces=b.awaiting_confirmation,
     )
+
+
+@router.post("/{homeworker_id}/pin-reset", response_model=s.PinResetRead)
+def reset_pin(homeworker_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: NowDep) -> s.PinResetRead:
+    """Clear her USSD PIN (forgotten, or made with a retired key); she sets a new one at her next dial."""
+    with rt.transaction() as session:
+        done = channels.reset_pin(session, principal=who, homeworker_id=homeworker_id, now=now)
+    return s.PinResetRead(homeworker_id=done.homeworker_id, pin_cleared=done.reset)
 
 
 @router.post("/{homeworker_id}/adjustments", status_code=201, response_model=s.AdjustmentRead)

@@ -55,6 +55,7 @@ ROUTES = [
     ("GET", "/v1/homeworkers/{worker}", None),
     ("GET", "/v1/homeworkers/{worker}/balance", None),
     ("GET", "/v1/homeworkers/{worker}/payslip", None),
+    ("POST", "/v1/homeworkers/{worker}/pin-reset", None),
     (
         "POST",
         "/v1/homeworkers/{worker}/adjustments",

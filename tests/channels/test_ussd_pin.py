@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from integrations.sms_senders import SandboxSmsSender
 from ledger import atomic
@@ -112,7 +112,7 @@ def test_the_pin_is_checked_once_per_session_not_on_every_screen(app: App, worke
 
     fresh = app.gateway.dial(worker.phone)
     fresh.start()
-    assert fresh.pin(PIN).text.startswith("Maaf, layanan Upah sedang gangguan.")  # a new session does check
+    assert fresh.pin(PIN).text.startswith("PIN Anda tidak dapat diperiksa lagi")  # a new session does check
     with atomic(app.factory) as s:
         s.execute(update(HomeworkerRow).where(HomeworkerRow.id == worker.id).values(pin_hash=good_hash))
 
@@ -201,8 +201,35 @@ def test_no_pin_ever_reaches_the_logs(app: App, worker: Worker, caplog: pytest.L
         s.execute(update(HomeworkerRow).where(HomeworkerRow.id == worker.id).values(pin_hash="corrupt"))
     failing = app.gateway.dial(worker.phone)
     failing.start()
-    assert failing.pin("864213").ended  # our failure: a clean END, logged without the PIN
+    assert failing.pin("864213").ended  # a PIN that cannot be checked: a clean END, logged without the PIN
     text = "\n".join(caplog.messages) + "\n".join(r.exc_text or "" for r in caplog.records)
-    assert "ussd turn failed" in text
+    assert "cannot be checked" in text
     for pin in (PIN, WRONG, "864213"):
         assert pin not in text
+
+
+def test_a_database_failure_at_the_pin_is_a_clean_end_logged_without_the_pin(
+    app: App, worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_pin(app, worker, PIN)
+    refuse = f"""
+        CREATE FUNCTION refuse_pin_tries() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused {worker.id}'; END $$;
+        CREATE TRIGGER refuse_pin_tries BEFORE UPDATE OF pin_ok ON ussd_sessions
+            FOR EACH ROW EXECUTE FUNCTION refuse_pin_tries();
+    """
+    with atomic(app.factory) as s:
+        s.execute(text(refuse))
+    try:
+        caplog.set_level(logging.DEBUG)
+        failing = app.gateway.dial(worker.phone)
+        failing.start()
+        screen = failing.pin(PIN)
+    finally:
+        with atomic(app.factory) as s:
+            s.execute(text("DROP TRIGGER refuse_pin_tries ON ussd_sessions"))
+            s.execute(text("DROP FUNCTION refuse_pin_tries()"))
+    assert screen.ended and screen.text.startswith("Maaf, layanan Upah sedang gangguan.")
+    logged = "\n".join(caplog.messages) + "\n".join(r.exc_text or "" for r in caplog.records)
+    assert "ussd turn failed" in logged
+    assert PIN not in logged
