@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from upah.migrate import upgrade
 
@@ -33,6 +33,11 @@ def scratch_database(prefix: str = "upah_bench", *, migrate: bool = True) -> Ite
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def to_libpq(url: str) -> str:
+    """The SQLAlchemy URL as a connection string for psycopg itself."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, float, float]:
