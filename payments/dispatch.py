@@ -161,6 +161,7 @@ class Dispatcher:
                 poll: list[int] = []
                 poll_after = FIRST_POLL
                 references: list[dict[str, Any]] = []
+                rescheduled: list[int] = []
                 for row in _lock_many(s, list(accepted)):
                     result = accepted[row.id]
                     if row.status != PayoutStatus.SUBMITTED.value:  # a callback came first, or …
@@ -168,6 +169,8 @@ class Dispatcher:
                         continue
                     if result.provider_reference and not row.provider_reference:
                         references.append({"pid": row.id, "ref": result.provider_reference})
+                    if row.next_attempt_at is not None:
+                        rescheduled.append(row.id)
                     poll.append(row.id)
                     poll_after = max(poll_after, self._poll_delay(row.submitted_at, now, None))
                     statuses[row.id] = PayoutStatus.SUBMITTED
@@ -178,6 +181,10 @@ class Dispatcher:
                         .values(provider_reference=bindparam("ref")),
                         references,
                         execution_options={"synchronize_session": False},
+                    )
+                if rescheduled:  # it has the instruction: a resend put down meanwhile is void
+                    s.execute(
+                        update(_payouts).where(_payouts.c.id.in_(rescheduled)).values(next_attempt_at=None)
                     )
                 if poll:  # accepted: ask again later, in case no callback comes
                     outbox.add(
@@ -380,19 +387,27 @@ class Dispatcher:
                 return found
             send = self._request(s, row)
         valid = self._validate(send)  # a wallet never paid before: ask the provider first
-        if valid is None:
-            return self._reschedule(payout_id, reason="wallet validation unavailable", retry_after=None)
-        if not valid:
-            return self._fail(
-                payout_id,
-                code="invalid_account",
-                reason="the wallet or its holder's name is not valid",
-                source="precheck",
-            )
+        now = self.clock()
         with atomic(self.sessions) as s:
             row = _lock(s, payout_id)
+            # Another delivery of this task may have validated, submitted and sent it while we
+            # asked: the answer is then about a payout no longer ours to fail or put off.
             if row.status != PayoutStatus.CREATED.value:
                 return PayoutStatus(row.status)
+            if valid is None:
+                return self._reschedule_in(
+                    s, row, reason="wallet validation unavailable", retry_after=None, now=now
+                )
+            if not valid:
+                self._fail_in(
+                    s,
+                    row,
+                    code="invalid_account",
+                    reason="the wallet or its holder's name is not valid",
+                    source="precheck",
+                    now=now,
+                )
+                return PayoutStatus.FAILED
             s.execute(
                 update(_workers).where(_workers.c.id == row.homeworker_id).values(wallet_verified_at=now)
             )
@@ -623,6 +638,8 @@ class Dispatcher:
             if status is PayoutStatus.UNKNOWN:
                 self._backoff_in(s, row, now, reason="provider says pending")
             elif status is PayoutStatus.SUBMITTED:  # accepted: ask again later, in case no callback comes
+                if row.next_attempt_at is not None:  # it has the instruction: nothing to send again
+                    s.execute(update(_payouts).where(_payouts.c.id == payout_id).values(next_attempt_at=None))
                 self._poll_later_in(s, row, now, retry_after=None)
             return status
         if result.status is TransferStatus.SUCCEEDED:
@@ -779,12 +796,6 @@ class Dispatcher:
         with atomic(self.sessions) as s:
             return _complete_runs_in(s, self.clock())
 
-    def _fail(self, payout_id: int, *, code: str, reason: str, source: str) -> PayoutStatus:
-        with atomic(self.sessions) as s:
-            return self._fail_guarded_in(
-                s, _lock(s, payout_id), code=code, reason=reason, source=source, now=self.clock()
-            )
-
     def _fail_guarded_in(
         self, s: Session, row: Row[Any], *, code: str, reason: str, source: str, now: datetime
     ) -> PayoutStatus:
@@ -832,6 +843,12 @@ class Dispatcher:
             status = PayoutStatus(row.status)
             if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
                 return status
+            if row.provider_reference:  # it acknowledged the instruction since: the answer is stale
+                if status is PayoutStatus.SUBMITTED:
+                    self._poll_later_in(s, row, now, retry_after=None)
+                else:
+                    self._backoff_in(s, row, now, reason="provider acknowledged it, then could not find it")
+                return status
             if status is PayoutStatus.UNKNOWN:
                 transition(status, target=PayoutStatus.SUBMITTED)
             s.execute(
@@ -850,12 +867,6 @@ class Dispatcher:
             )
             outbox.add(s, topic=outbox.DISPATCH_PAYOUT, payload={"payout_id": payout_id}, now=now)
         return PayoutStatus.SUBMITTED
-
-    def _reschedule(self, payout_id: int, *, reason: str, retry_after: float | None) -> PayoutStatus:
-        with atomic(self.sessions) as s:
-            return self._reschedule_in(
-                s, _lock(s, payout_id), reason=reason, retry_after=retry_after, now=self.clock()
-            )
 
     def _reschedule_in(
         self,

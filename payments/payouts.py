@@ -123,7 +123,8 @@ def create_run(
         )
         .join(_accounts, _accounts.c.id == _earnings.c.account_id)
         .where(
-            _earnings.c.buyer_id == buyer_id, _accounts.c.balance - _accounts.c.held >= policy.minimum_payout
+            _earnings.c.buyer_id == buyer_id,
+            _accounts.c.balance - _accounts.c.held >= max(1, policy.minimum_payout),  # never a Rp 0 payout
         )
         .order_by(_earnings.c.homeworker_id)
     ).all()

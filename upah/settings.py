@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     )
     upah_checkpoint_every: int = 1000
     upah_payout_approval_threshold: int = 50_000_000
-    upah_minimum_payout: int = 10_000
+    upah_minimum_payout: int = Field(default=10_000, ge=1, description="rupiah; smaller balances wait")
     upah_provider_fee: int = 2_500
     upah_payout_provider: str = "sandbox"
     upah_public_url: str = "http://127.0.0.1:8000"

@@ -97,6 +97,18 @@ def test_the_same_earnings_are_never_in_two_runs(pg_factory: sessionmaker[Sessio
     assert second.count == 0
 
 
+def test_a_run_never_holds_a_zero_payout_whatever_the_minimum(
+    pg_factory: sessionmaker[Session], buyer: Buyer
+) -> None:
+    policy = payouts.RunPolicy(
+        provider="sandbox", minimum_payout=0, approval_threshold=10**12, fee_per_payout=0
+    )
+    earn(pg_factory, buyer, make_worker(pg_factory, buyer), 50_000)
+    assert run(pg_factory, buyer, policy).count == 1  # her earnings account is now all held
+    earn(pg_factory, buyer, make_worker(pg_factory, buyer), 10_000)
+    assert [p.amount for p in run(pg_factory, buyer, policy).payouts] == [10_000]
+
+
 def test_a_timeout_that_paid_is_resolved_by_status_never_by_a_second_instruction(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
