@@ -662,6 +662,8 @@ def _change_pin(
             .where(_workers.c.id == ctx.worker.id, _workers.c.pin_hash == ctx.worker.pin_hash)
             .values(pin_hash=hashed, pin_failures=0, pin_locked_until=None),
         )
+        if changed:  # whoever else is in her menu on the old PIN is out: that may be why she changed it
+            session.execute(delete(_sessions).where(_sessions.c.homeworker_id == ctx.worker.id))
     if not changed:
         return UssdTurn(selfservice.session_expired(ctx.worker.language))
     log.info("ussd PIN changed for homeworker %d", ctx.worker.id)
@@ -763,10 +765,14 @@ def open_dispute(
     """Record a reported problem and return its code; one per USSD session (idempotent)."""
     if session_id is not None:
         existing = session.execute(
-            select(_disputes.c.reference).where(_disputes.c.session_id == session_id)
-        ).scalar_one_or_none()
-        if existing is not None:
-            return str(existing)
+            select(_disputes.c.reference, _disputes.c.homeworker_id).where(
+                _disputes.c.session_id == session_id
+            )
+        ).first()
+        if existing is not None and existing.homeworker_id == homeworker_id:
+            return str(existing.reference)
+        if existing is not None:  # a gateway that reuses session ids, days later: not hers to see
+            session_id = None
     buyers = _buyers_of(session, homeworker_id)
     reference = _new_reference()
     while session.execute(select(exists().where(_disputes.c.reference == reference))).scalar():

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger import atomic
-from payments import parties
+from payments import channels, parties
 from payments.tables import DisputeRow
 from tests.api.conftest import Actor, confirm, deliver, make_key, post_order
 from tests.channels.conftest import App, Worker, buyer_actor, login, register_worker, set_pin
@@ -68,6 +68,34 @@ def test_each_session_opens_its_own_dispute(app: App, buyer: Actor, worker: Work
     first, second = report(app, worker, "1"), report(app, worker, "1")
     assert first != second
     assert {first, second} <= {d["reference"] for d in disputes(app, buyer, homeworker_id=str(worker.id))}
+
+
+def test_a_session_id_the_gateway_reuses_days_later_never_shows_her_anothers_code(
+    app: App, buyer: Actor, worker: Worker
+) -> None:
+    first = report(app, worker, "1")
+    app.clock.advance(days=2)
+    with atomic(app.factory) as s:
+        channels.purge_ussd_sessions(s, now=app.clock.now)
+    other = register_worker(app, buyer)
+    set_pin(app, other, PIN)
+    with app.factory() as s:
+        reused = s.execute(select(DisputeRow.session_id).where(DisputeRow.reference == first)).scalar_one()
+    dial = app.gateway.dial(other.phone)
+    dial.id = reused
+    dial.start()
+    dial.pin(PIN)
+    dial.press("4")
+    done = dial.press("2")
+    found = CODE.search(done.text)
+    assert found is not None and found.group(1) != first
+    with app.factory() as s:
+        assert (
+            s.execute(
+                select(DisputeRow.homeworker_id).where(DisputeRow.reference == found.group(1))
+            ).scalar_one()
+            == other.id
+        )
 
 
 def test_another_buyer_never_sees_it(app: App, admin: Actor, worker: Worker) -> None:

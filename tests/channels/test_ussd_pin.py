@@ -233,3 +233,27 @@ def test_a_database_failure_at_the_pin_is_a_clean_end_logged_without_the_pin(
     logged = "\n".join(caplog.messages) + "\n".join(r.exc_text or "" for r in caplog.records)
     assert "ussd turn failed" in logged
     assert PIN not in logged
+
+
+def change_pin(app: App, worker: Worker, old: str, new: str) -> None:
+    dial = login(app, worker, old)
+    assert dial.press("6").kind == "CON"
+    assert dial.pin(new).kind == "CON"
+    saved = dial.pin(new)
+    assert saved.ended and "tersimpan" in saved
+
+
+def test_changing_her_pin_ends_every_session_opened_with_the_old_one(app: App, worker: Worker) -> None:
+    set_pin(app, worker, PIN)
+    other = login(app, worker, PIN)  # someone who knew the old PIN, still in the menu
+    change_pin(app, worker, PIN, "749163")
+    after = other.press("1")
+    assert after.ended and "Sesi telah berakhir" in after
+
+
+def test_a_session_opened_with_the_old_pin_cannot_replace_her_new_one(app: App, worker: Worker) -> None:
+    set_pin(app, worker, PIN)
+    other = login(app, worker, PIN)
+    change_pin(app, worker, PIN, "749163")
+    assert other.press("6").ended
+    login(app, worker, "749163")
