@@ -82,11 +82,26 @@ def check_balanced(draft: EntryDraft) -> None:
             "postings do not sum to zero per currency",
             imbalance={cur: str(total) for cur, total in unbalanced.items()},
         )
+    if "\x00" in draft.description:  # PostgreSQL's text refuses it; SQLite would keep it
+        raise InvalidEntry("a description may not contain NUL characters")
     if draft.metadata:  # most entries carry none: spare them the serialising
         try:
             json.dumps(dict(draft.metadata), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:  # NaN and infinities are not JSON: PostgreSQL refuses them
             raise InvalidEntry("metadata must be JSON-serialisable, without NaN or infinities") from exc
+        if _holds_nul(draft.metadata):
+            raise InvalidEntry("metadata may not contain NUL characters")
+
+
+def _holds_nul(value: object) -> bool:
+    """True if a NUL is in any string of a JSON value, keys included (jsonb refuses one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def reversal_of(entry: JournalEntry, *, key: str, reason: str, effective_at: datetime) -> EntryDraft:

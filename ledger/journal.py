@@ -126,9 +126,23 @@ def set_account_status(session: Session, *, account_id: int, status: AccountStat
 # --- entries ------------------------------------------------------------------------------
 
 
-def post(session: Session, draft: EntryDraft, *, now: datetime) -> JournalEntry:
-    """Post a balanced entry atomically, or return the entry already posted under its key."""
-    return _post(session, draft, now=now, reverses_id=None, released={})
+def post(
+    session: Session, draft: EntryDraft, *, now: datetime, remember_refusal: bool = True
+) -> JournalEntry:
+    """Post a balanced entry atomically, or return the entry already posted under its key.
+
+    A key refused for lack of funds is remembered by the unit of work, so that it keeps being
+    refused. ``remember_refusal=False`` is for a key made from a row the same unit of work
+    creates: the refusal rolls that row back, and SQLite may give its id to the next row, so
+    the key would then name a different request.
+    """
+    try:
+        return _post(session, draft, now=now, reverses_id=None, released={})
+    except InsufficientFunds as exc:
+        if not remember_refusal:
+            exc.details.pop("key", None)
+            exc.details.pop("content", None)
+        raise
 
 
 def post_many(session: Session, drafts: Sequence[EntryDraft], *, now: datetime) -> list[int]:
@@ -182,14 +196,18 @@ def reverse(session: Session, *, entry_id: int, key: str, reason: str, now: date
     if not reason.strip():
         raise InvalidEntry("a reversal needs a reason")
     original = get_entry(session, entry_id)
-    draft = reversal_of(original, key=key, reason=reason, effective_at=now)
     prior = session.execute(
-        select(_entries.c.id, _entries.c.key).where(_entries.c.reverses_id == entry_id)
+        select(_entries.c.id, _entries.c.key, _entries.c.effective_at).where(
+            _entries.c.reverses_id == entry_id
+        )
     ).first()
     if prior is not None and prior.key != key:
         raise AlreadyReversed(
             f"entry {entry_id} was already reversed by entry {prior.id}", reversal_id=prior.id
         )
+    # A retry with the key comes later than the reversal it repeats: compare it at that one's time.
+    effective_at = now if prior is None else get_entry(session, prior.id).effective_at
+    draft = reversal_of(original, key=key, reason=reason, effective_at=effective_at)
     return _post(session, draft, now=now, reverses_id=entry_id, released={})
 
 

@@ -155,7 +155,8 @@ def statement(
 
 def check_integrity(session: Session) -> list[Problem]:
     """Every materialised balance equals its postings, every currency and entry sums to zero,
-    and every account's held amount equals its pending holds."""
+    every account's held amount equals its pending holds, and no account that may not be
+    overdrawn is."""
     problems: list[Problem] = []
     sums = dict(
         session.execute(
@@ -170,7 +171,9 @@ def check_integrity(session: Session) -> list[Problem]:
         ).all()
     )
     for row in session.execute(
-        select(_accounts.c.id, _accounts.c.type, _accounts.c.balance, _accounts.c.held)
+        select(
+            _accounts.c.id, _accounts.c.type, _accounts.c.balance, _accounts.c.held, _accounts.c.no_overdraft
+        )
     ):
         expected = sign(AccountType(row.type)) * int(sums.get(row.id, 0))
         if row.balance != expected:
@@ -186,6 +189,14 @@ def check_integrity(session: Session) -> list[Problem]:
                 Problem(
                     "held_mismatch",
                     f"account {row.id} holds {row.held}, its pending holds sum to {pending.get(row.id, 0)}",
+                    account_id=row.id,
+                )
+            )
+        if row.no_overdraft and row.balance - row.held < 0:
+            problems.append(
+                Problem(
+                    "overdrawn",
+                    f"account {row.id} may not be overdrawn and has {row.balance - row.held} available",
                     account_id=row.id,
                 )
             )

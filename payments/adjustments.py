@@ -97,6 +97,7 @@ def add(
             metadata={"kind": kind.value, "adjustment_id": adjustment_id, "homeworker_id": homeworker_id},
         ),
         now=now,
+        remember_refusal=False,  # the adjustment rolls back with it: its id may come again
     )
     session.execute(_adjustments.update().where(_adjustments.c.id == adjustment_id).values(entry_id=entry.id))
     return _get(session, adjustment_id)

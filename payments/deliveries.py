@@ -180,10 +180,9 @@ def confirm(
         )
     entry_id = None
     if amounts.total > 0:
-        postings = [
-            Posting.debit(order_row.held_account_id, amounts.total, chart.CURRENCY),
-            Posting.credit(earned_account, amounts.earning, chart.CURRENCY),
-        ]
+        postings = [Posting.debit(order_row.held_account_id, amounts.total, chart.CURRENCY)]
+        if amounts.earning:  # a piece worth under half a rupiah may round to nothing, its commission not
+            postings.append(Posting.credit(earned_account, amounts.earning, chart.CURRENCY))
         if amounts.commission:
             intermediary = parties.get_organization(
                 session, principal=_platform(), organization_id=order_row.intermediary_id

@@ -251,6 +251,7 @@ def post(
                 metadata={"kind": "order_hold", "order_id": order_id},
             ),
             now=now,
+            remember_refusal=False,  # the order rolls back with it: its id may come again
         )
     return get(session, principal=principal, order_id=order_id)
 

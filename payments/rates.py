@@ -57,8 +57,10 @@ from ledger.money import round_minor
 from payments.errors import RateBelowMinimumWage, ValidationFailed
 from payments.wages import HOURS_PER_MONTH, MinimumWage, minimum_wage
 
-MAX_INTEGER_DIGITS = 12
+MAX_INTEGER_DIGITS = 11
 MAX_DECIMAL_PLACES = 4
+"""Fifteen significant digits at most: SQLite keeps a NUMERIC as a double, which holds any
+15-digit decimal exactly — so the rate stored is the rate agreed, on either database."""
 MAX_SIGNIFICANT_DIGITS = 30
 """Bounds every product of a rate and a count well inside the exact-arithmetic context."""
 MAX_MINUTES_PER_PIECE = Decimal(10_000)

@@ -17,6 +17,8 @@ from api.main import create_app
 from integrations import phones
 from ledger import atomic, chain, reports
 from payments import parties, pii
+from upah.db import make_engine, make_session_factory
+from upah.migrate import upgrade
 from upah.settings import Settings
 
 TODAY = datetime.now(UTC).date()
@@ -181,3 +183,18 @@ def confirm(
 def amount(money: dict[str, str]) -> int:
     assert money["currency"] == "IDR"
     return int(money["amount"])
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path) -> Iterator[tuple[TestClient, Actor, Actor]]:
+    """(client, admin, buyer) on a fresh SQLite file, the buyer's account holding Rp 100,000."""
+    url = f"sqlite:///{tmp_path / 'upah.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    with TestClient(create_app(settings_for(url, tmp_path)), raise_server_exceptions=False) as client:
+        admin = make_key(factory, parties.Role.ADMIN)
+        org = new_org(client, admin, "buyer")
+        deposit(client, admin, org, 100_000)
+        yield client, admin, make_key(factory, parties.Role.BUYER, org)
+    engine.dispose()

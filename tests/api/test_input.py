@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.conftest import Actor, order_body, post_order, register
+from tests.api.conftest import Actor, deliver, deposit, order_body, post_order, register
 
 
 def counts(factory: sessionmaker[Session]) -> tuple[int, ...]:
@@ -156,7 +156,7 @@ def test_an_order_whose_hold_would_not_fit_the_ledger_is_refused(
     body = order_body(
         worker["id"],
         quantity=most,
-        piece_rate={"rate": "999999999999", "currency": "IDR"},
+        piece_rate={"rate": "99999999999", "currency": "IDR"},
         assignments=[{"homeworker_id": worker["id"], "quantity": most}],
     )
     before = counts(pg_factory)
@@ -179,3 +179,27 @@ def test_deposits_that_would_take_a_balance_beyond_64_bits_are_refused_not_a_500
     codes = [deposit(n) for n in range(10)]
     assert 500 not in codes
     assert codes[-1] == 422
+
+
+def test_the_longest_rate_is_stored_exactly_and_paid_in_full_on_sqlite(
+    sqlite_app: tuple[TestClient, Actor, Actor],
+) -> None:
+    """SQLite keeps a NUMERIC as a double: the rate's bounds keep it exact there too."""
+    client, admin, buyer = sqlite_app
+    assert buyer.organization_id is not None
+    deposit(client, admin, buyer.organization_id, 10**15)
+    worker = register(client, buyer)
+    body = order_body(
+        worker["id"],
+        piece_rate={"rate": "99999999999.0008", "currency": "IDR", "unit": "piece"},
+        quantity=1_000,
+        assignments=[{"homeworker_id": worker["id"], "quantity": 1_000}],
+    )
+    r = client.post("/v1/orders", json=body, headers=buyer.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["piece_rate"]["rate"] == "99999999999.0008"
+    d = deliver(client, buyer, r.json()["id"], worker["id"], 1_000)
+    confirmed = client.post(
+        f"/v1/deliveries/{d['id']}/confirm", json={"accepted": 1_000, "rejected": 0}, headers=buyer.headers
+    )
+    assert confirmed.status_code == 200, confirmed.text

@@ -114,6 +114,27 @@ def test_intermediary_commission_is_its_own_line_paid_on_top(
     assert amount(r.json()["commission"]) == 1_000
 
 
+def test_a_piece_worth_under_half_a_rupiah_confirms_with_its_commission_alone(
+    client: TestClient, buyer: Actor, intermediary: Actor
+) -> None:
+    worker = register(client, intermediary)
+    order = post_order(
+        client,
+        buyer,
+        worker["id"],
+        piece_rate={"rate": "5", "currency": "IDR", "unit": "kodi"},  # Rp 0.25 a piece
+        quantity=20,
+        assignments=[{"homeworker_id": worker["id"], "quantity": 20}],
+        intermediary_id=intermediary.organization_id,
+        commission_rate={"kind": "per_piece", "rate": "100"},
+    )
+    d = deliver(client, intermediary, order["id"], worker["id"], 1)
+    confirmed = confirm(client, buyer, d["id"], accepted=1)
+    assert (amount(confirmed["earning"]), amount(confirmed["commission"])) == (0, 100)
+    later = deliver(client, intermediary, order["id"], worker["id"], 19)
+    assert amount(confirm(client, buyer, later["id"], accepted=19)["earning"]) == 5  # the kodi in full
+
+
 def test_percentage_commission_is_computed_on_the_earning(
     client: TestClient, buyer: Actor, intermediary: Actor
 ) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import AccountStatus, AccountType, atomic, journal
+from ledger import AccountStatus, AccountType, atomic, journal, reports
 from tests.factories import fund, make_account, ref
 
 
@@ -105,6 +105,24 @@ def test_a_ledger_account_is_never_deleted(engine: Engine, factory: sessionmaker
         unused = make_account(s, type=AccountType.LIABILITY).id
     with pytest.raises(DatabaseError, match="never removed"), engine.begin() as conn:
         conn.execute(text("DELETE FROM ledger_accounts WHERE id = :a"), {"a": unused})
+
+
+def test_the_integrity_check_names_an_overdrawn_account_that_may_not_be(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    with atomic(factory) as s:
+        guarded = make_account(s, type=AccountType.LIABILITY, no_overdraft=True)
+        fund(s, guarded, 100)
+    held = text("UPDATE ledger_accounts SET held = :h WHERE id = :a")
+    with engine.begin() as conn:  # what raw SQL could do to the materialised balance
+        conn.execute(held, {"h": 150, "a": guarded.id})
+    try:
+        with factory() as s:
+            problems = reports.check_integrity(s)
+    finally:  # the database outlives this test: leave its books whole
+        with engine.begin() as conn:
+            conn.execute(held, {"h": 0, "a": guarded.id})
+    assert [p.account_id for p in problems if p.kind == "overdrawn"] == [guarded.id]
 
 
 def test_postings_added_to_an_old_entry_one_statement_at_a_time_are_refused_on_postgresql(

@@ -183,6 +183,37 @@ def test_an_entry_is_reversed_at_most_once(factory: sessionmaker[Session], now: 
         journal.reverse(s, entry_id=original.id, key=ref(), reason="again", now=now)
 
 
+def test_a_reversal_retried_later_with_its_key_returns_the_first(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    with atomic(factory) as s:
+        a, b = make_account(s, type=L), make_account(s, type=L)
+        fund(s, a, 500)
+        original = journal.post(s, transfer(a.id, b.id, 200), now=now)
+    key = ref()
+    with atomic(factory) as s:
+        first = journal.reverse(s, entry_id=original.id, key=key, reason="mistake", now=now)
+    with atomic(factory) as s:
+        again = journal.reverse(
+            s, entry_id=original.id, key=key, reason="mistake", now=now + timedelta(minutes=5)
+        )
+    assert again.id == first.id
+
+
+def test_a_reversal_retried_with_its_key_but_another_reason_is_a_conflict(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    with atomic(factory) as s:
+        a, b = make_account(s, type=L), make_account(s, type=L)
+        fund(s, a, 500)
+        original = journal.post(s, transfer(a.id, b.id, 200), now=now)
+        key = ref()
+        journal.reverse(s, entry_id=original.id, key=key, reason="mistake", now=now)
+    with pytest.raises(IdempotencyConflict) as caught, atomic(factory) as s:
+        journal.reverse(s, entry_id=original.id, key=key, reason="another", now=now)
+    assert caught.value.details["field"] == "description"
+
+
 def test_a_hold_reserves_available_balance(factory: sessionmaker[Session], now: datetime) -> None:
     with atomic(factory) as s:
         a, b = make_account(s, type=L, no_overdraft=True), make_account(s, type=L)

@@ -107,6 +107,22 @@ def test_a_key_with_a_nul_character_is_refused(factory: sessionmaker[Session], n
     assert _balances(factory, a, b) == [100, 0]
 
 
+@pytest.mark.parametrize(
+    ("description", "metadata"),
+    [("memo\x00x", {}), ("", {"note": "a\x00b"}), ("", {"k\x00": 1}), ("", {"lines": [{"memo": "\x00"}]})],
+    ids=["description", "metadata value", "metadata key", "nested metadata"],
+)
+def test_a_nul_in_a_description_or_metadata_is_refused_alike_on_both_databases(
+    factory: sessionmaker[Session], now: datetime, description: str, metadata: dict[str, object]
+) -> None:
+    a, b = _pair(factory)
+    base = transfer(a, b, 1)
+    draft = EntryDraft(base.key, base.postings, base.effective_at, description=description, metadata=metadata)
+    with pytest.raises(InvalidEntry), atomic(factory) as s:
+        journal.post(s, draft, now=now)
+    assert _balances(factory, a, b) == [100, 0]
+
+
 def test_a_posting_naming_its_account_by_anything_but_an_integer_id_is_refused(
     factory: sessionmaker[Session], now: datetime
 ) -> None:
