@@ -366,6 +366,9 @@ class Dispatcher:
             ).scalar_one_or_none()
             if recorded is None:
                 return "duplicate"
+            if outcome == "resend":  # a status answer that comes as a callback (M-Pesa's)
+                assert row is not None
+                self._never_received_in(s, row, source="callback", now=now)
             if outcome != "apply":
                 return outcome
             assert row is not None
@@ -836,36 +839,38 @@ class Dispatcher:
         return PayoutStatus.UNKNOWN
 
     def _never_received(self, payout_id: int) -> PayoutStatus:
-        """The provider has no instruction under our key: send it again, with the same key."""
-        now = self.clock()
         with atomic(self.sessions) as s:
-            row = _lock(s, payout_id)
-            status = PayoutStatus(row.status)
-            if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
-                return status
-            if row.provider_reference:  # it acknowledged the instruction since: the answer is stale
-                if status is PayoutStatus.SUBMITTED:
-                    self._poll_later_in(s, row, now, retry_after=None)
-                else:
-                    self._backoff_in(s, row, now, reason="provider acknowledged it, then could not find it")
-                return status
-            if status is PayoutStatus.UNKNOWN:
-                transition(status, target=PayoutStatus.SUBMITTED)
-            s.execute(
-                update(_payouts)
-                .where(_payouts.c.id == payout_id)
-                .values(status=PayoutStatus.SUBMITTED.value, next_attempt_at=now, updated_at=now)
-            )
-            record_event(
-                s,
-                payout_id=payout_id,
-                from_status=status,
-                to_status=PayoutStatus.SUBMITTED,
-                source="status",
-                detail={"reason": "provider never received it; resend with the same key"},
-                now=now,
-            )
-            outbox.add(s, topic=outbox.DISPATCH_PAYOUT, payload={"payout_id": payout_id}, now=now)
+            return self._never_received_in(s, _lock(s, payout_id), source="status", now=self.clock())
+
+    def _never_received_in(self, s: Session, row: Row[Any], *, source: str, now: datetime) -> PayoutStatus:
+        """The provider has no instruction under our key: send it again, with the same key."""
+        payout_id = row.id
+        status = PayoutStatus(row.status)
+        if status not in (PayoutStatus.UNKNOWN, PayoutStatus.SUBMITTED):
+            return status
+        if row.provider_reference:  # it acknowledged the instruction since: the answer is stale
+            if status is PayoutStatus.SUBMITTED:
+                self._poll_later_in(s, row, now, retry_after=None)
+            else:
+                self._backoff_in(s, row, now, reason="provider acknowledged it, then could not find it")
+            return status
+        if status is PayoutStatus.UNKNOWN:
+            transition(status, target=PayoutStatus.SUBMITTED)
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == payout_id)
+            .values(status=PayoutStatus.SUBMITTED.value, next_attempt_at=now, updated_at=now)
+        )
+        record_event(
+            s,
+            payout_id=payout_id,
+            from_status=status,
+            to_status=PayoutStatus.SUBMITTED,
+            source=source,
+            detail={"reason": "provider never received it; resend with the same key"},
+            now=now,
+        )
+        outbox.add(s, topic=outbox.DISPATCH_PAYOUT, payload={"payout_id": payout_id}, now=now)
         return PayoutStatus.SUBMITTED
 
     def _reschedule_in(
@@ -966,6 +971,10 @@ class Dispatcher:
         if event.amount is not None and event.amount != row.amount:
             return "amount_mismatch"
         status = PayoutStatus(row.status)
+        if event.status is TransferStatus.NOT_FOUND:  # it never received the instruction
+            if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN) and not row.provider_reference:
+                return "resend"
+            return "no_change"
         target = {
             TransferStatus.SUCCEEDED: PayoutStatus.SUCCEEDED,
             TransferStatus.FAILED: PayoutStatus.FAILED,

@@ -3,9 +3,11 @@ is pending (the sandbox adapter over `responses`, real PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -13,6 +15,8 @@ import responses
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from integrations.providers.base import CALLBACK_QUERY_HEADER
+from integrations.providers.mpesa_b2c import MpesaB2CProvider
 from integrations.providers.sandbox import SandboxProvider
 from payments import outbox
 from payments.dispatch import FIRST_POLL, Dispatcher
@@ -350,3 +354,44 @@ def test_a_wallet_check_down_for_long_is_tried_less_and_less_often(
     assert waits[0] <= 0.5 and waits[-1] >= 30
     assert waits == sorted(waits)
     assert instructions_sent(mocked) == 0
+
+
+MPESA_TOKEN = "mpesa-url-token"
+
+
+def daraja_status_result(code: int) -> bytes:
+    """A Daraja transaction-status result, which comes as a callback to our result URL."""
+    result = {
+        "ResultType": 0,
+        "ResultCode": code,
+        "ResultDesc": "no such transaction",
+        "OriginatorConversationID": "x",
+        "ConversationID": "AG_status_1",
+        "TransactionID": "T",
+    }
+    return json.dumps({"Result": result}).encode()
+
+
+def test_a_status_callback_saying_it_never_arrived_sends_it_again_with_the_same_key(
+    pg_factory: sessionmaker[Session], unknown: int, clock: Clock
+) -> None:
+    mpesa = MpesaB2CProvider(
+        consumer_key="k",
+        consumer_secret="s",
+        initiator_name="i",
+        security_credential="c",
+        shortcode="600978",
+        result_url="https://upah.example/cb",
+        queue_timeout_url="https://upah.example/cb",
+        callback_token=MPESA_TOKEN,
+        not_found_result_codes=frozenset({"2032"}),
+        name="sandbox",  # serving the payouts made above
+    )
+    receiving = Dispatcher(sessions=pg_factory, providers={"sandbox": mpesa}, keyring=KEYRING, clock=clock)
+    key = payout_row(pg_factory, unknown).idempotency_key
+    query = urlencode({"upah_token": MPESA_TOKEN, "upah_key": key, "upah_kind": "status"})
+    headers = {CALLBACK_QUERY_HEADER: query}
+    assert receiving.handle_callback("sandbox", headers=headers, body=daraja_status_result(2032)) == "resend"
+    row = payout_row(pg_factory, unknown)
+    assert (row.status, row.idempotency_key) == (PayoutStatus.SUBMITTED.value, key)
+    assert unknown in receiving.due()[0]
