@@ -16,6 +16,8 @@ outlive one request:
   would draw a different screen are those figures read from the ledger.
 - **PIN tries** are counted on the homeworker row under a row lock (:mod:`payments.pins`):
   the third wrong PIN in a row locks the menu for 15 minutes and queues an SMS telling her.
+  Changing her PIN, or an organisation clearing it at her request (:func:`reset_pin`), ends
+  every session of hers: a session's verdict belongs to the PIN it was given.
 - **Disputes** ("report a problem") get a short reference code, once per USSD session, and
   are visible to her buyer(s) and auditors (:func:`list_disputes`) — never to intermediaries,
   who may be the very people she is reporting.
