@@ -27,7 +27,7 @@ from integrations.sms import gsm7_length, is_gsm7
 from integrations.sms_senders import SandboxSmsSender, SmsSender, twilio_signature
 from ledger import atomic, reports
 from payments import channels, messages, outbox, parties, pii
-from payments.tables import OutboxRow, PayoutRow
+from payments.tables import HomeworkerRow, OutboxRow, PayoutRow
 from tests.api.conftest import Actor, deposit, make_key, new_org, settings_for
 
 USSD_SECRET = "ussd-gateway-secret-for-tests"
@@ -251,6 +251,12 @@ def register_worker(app: App, actor: Actor, **overrides: Any) -> Worker:
     r = app.client.post("/v1/homeworkers", json=body, headers=actor.headers)
     assert r.status_code == 201, r.text
     return Worker(int(r.json()["id"]), phone)
+
+
+def stored(app: App, worker: Worker) -> HomeworkerRow:
+    """Her row as the database holds it now."""
+    with app.factory() as s:
+        return s.execute(select(HomeworkerRow).where(HomeworkerRow.id == worker.id)).scalar_one()
 
 
 def set_pin(app: App, worker: Worker, pin: str) -> None:

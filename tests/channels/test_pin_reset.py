@@ -18,7 +18,16 @@ from payments.messages import Language
 from payments.parties import Role
 from payments.tables import HomeworkerRow, UssdSessionRow
 from tests.api.conftest import Actor, make_key, new_org
-from tests.channels.conftest import App, Worker, login, pending_sms, register_worker, relay_sms, set_pin
+from tests.channels.conftest import (
+    App,
+    Worker,
+    login,
+    pending_sms,
+    register_worker,
+    relay_sms,
+    set_pin,
+    stored,
+)
 
 PIN = "583927"
 NEW_PIN = "720461"
@@ -28,11 +37,6 @@ WRONG = "583928"
 @pytest.fixture
 def worker(app: App, buyer: Actor) -> Worker:
     return register_worker(app, buyer)
-
-
-def stored(app: App, worker: Worker) -> HomeworkerRow:
-    with app.factory() as s:
-        return s.execute(select(HomeworkerRow).where(HomeworkerRow.id == worker.id)).scalar_one()
 
 
 def reset(app: App, actor: Actor, worker: Worker) -> dict[str, object]:

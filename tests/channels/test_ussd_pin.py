@@ -14,7 +14,7 @@ from payments import messages
 from payments.messages import Language
 from payments.tables import HomeworkerRow, UssdSessionRow
 from tests.api.conftest import Actor
-from tests.channels.conftest import App, Worker, login, register_worker, relay_sms, set_pin
+from tests.channels.conftest import App, Worker, login, register_worker, relay_sms, set_pin, stored
 
 PIN = "583927"
 WRONG = "583928"
@@ -23,11 +23,6 @@ WRONG = "583928"
 @pytest.fixture
 def worker(app: App, buyer: Actor) -> Worker:
     return register_worker(app, buyer)
-
-
-def stored(app: App, worker: Worker) -> HomeworkerRow:
-    with app.factory() as s:
-        return s.execute(select(HomeworkerRow).where(HomeworkerRow.id == worker.id)).scalar_one()
 
 
 def test_the_pin_is_stored_only_as_a_peppered_argon2id_hash(app: App, worker: Worker) -> None:
