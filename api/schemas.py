@@ -124,6 +124,9 @@ class HomeworkerCreate(Request):
     nik: Annotated[str, StringConstraints(pattern=r"^[0-9]{16}$")] | None = None
     consent_at: datetime | None = None
     language: Literal["id", "en"] = "id"
+    organization_id: int | None = Field(
+        default=None, ge=1, description="admin keys only: the organisation she works with"
+    )
 
 
 class HomeworkerRead(BaseModel):

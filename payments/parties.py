@@ -272,10 +272,12 @@ def register_homeworker(
     consent_at: datetime | None,
     language: str,
     now: datetime,
+    organization_id: int | None = None,
 ) -> Homeworker:
+    """Register her with the organisation she works with: the caller's own, or for an admin
+    key (which has none) the one it names."""
     principal.require(Role.BUYER, Role.INTERMEDIARY, Role.ADMIN)
-    if principal.organization_id is None:
-        raise ValidationFailed("register homeworkers with a buyer or intermediary key", field="authorization")
+    owner = _registering_organization(session, principal=principal, organization_id=organization_id)
     name = name.strip()
     if not name or len(name) > 200:
         raise ValidationFailed("a name of 1 to 200 characters is needed", field="name")
@@ -322,12 +324,30 @@ def register_homeworker(
             "language": language,
             "consent_at": consent_at,
             "pin_failures": 0,
-            "registered_by": principal.organization_id,
+            "registered_by": owner,
             "created_at": now,
         },
     ).scalar_one()
-    link(session, homeworker_id=worker_id, organization_id=principal.organization_id, now=now)
+    link(session, homeworker_id=worker_id, organization_id=owner, now=now)
     return get_homeworker(session, principal=principal, keyring=keyring, homeworker_id=worker_id)
+
+
+def _registering_organization(session: Session, *, principal: Principal, organization_id: int | None) -> int:
+    if principal.organization_id is not None:
+        if organization_id is not None and organization_id != principal.organization_id:
+            raise ValidationFailed(
+                "only an admin key names the organisation she works with", field="organization_id"
+            )
+        return principal.organization_id
+    if organization_id is None:
+        raise ValidationFailed(
+            "an admin key names the organisation she works with (organization_id)", field="organization_id"
+        )
+    try:
+        _organization(session, organization_id)
+    except NotFound as exc:
+        raise ValidationFailed("no such organisation", field="organization_id") from exc
+    return organization_id
 
 
 def link(session: Session, *, homeworker_id: int, organization_id: int, now: datetime) -> None:

@@ -33,6 +33,7 @@ def register(body: s.HomeworkerCreate, who: PrincipalDep, rt: RuntimeDep, now: N
             consent_at=body.consent_at,
             language=body.language,
             now=now,
+            organization_id=body.organization_id,
         )
     return convert.homeworker(worker)
 

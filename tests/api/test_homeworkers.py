@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.conftest import Actor
+from tests.api.conftest import Actor, fresh_phone, post_order, register
 
 
 def test_a_local_phone_number_is_normalised_and_shown_masked(client: TestClient, buyer: Actor) -> None:
@@ -74,3 +74,39 @@ def test_an_unknown_wallet_provider_is_refused(client: TestClient, buyer: Actor)
         },
     )
     assert r.status_code == 422
+
+
+def test_an_admin_registers_her_with_the_organisation_it_names(
+    client: TestClient, admin: Actor, buyer: Actor
+) -> None:
+    worker = register(client, admin, organization_id=buyer.organization_id)
+    assert client.get(f"/v1/homeworkers/{worker['id']}", headers=buyer.headers).status_code == 200
+    assert post_order(client, buyer, worker["id"])["id"]
+
+
+def test_an_admin_that_names_no_organisation_is_told_to(client: TestClient, admin: Actor) -> None:
+    body = {
+        "name": "Siti",
+        "phone": fresh_phone(),
+        "region": "ID-JK",
+        "wallet": {"provider": "dana", "account": fresh_phone()},
+    }
+    r = client.post("/v1/homeworkers", json=body, headers=admin.headers)
+    assert r.status_code == 422
+    assert r.json()["error"]["details"]["field"] == "organization_id"
+    r = client.post("/v1/homeworkers", json={**body, "organization_id": 2**40}, headers=admin.headers)
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "organization_id"
+
+
+def test_a_buyer_cannot_register_her_with_another_organisation(
+    client: TestClient, buyer: Actor, other_buyer: Actor
+) -> None:
+    body = {
+        "name": "Siti",
+        "phone": fresh_phone(),
+        "region": "ID-JK",
+        "wallet": {"provider": "dana", "account": fresh_phone()},
+        "organization_id": other_buyer.organization_id,
+    }
+    r = client.post("/v1/homeworkers", json=body, headers=buyer.headers)
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "organization_id"
