@@ -294,6 +294,7 @@ class Dispatcher:
                         (
                             _payouts.c.status.in_([PayoutStatus.SUBMITTED.value, PayoutStatus.CREATED.value])
                             & (_payouts.c.next_attempt_at <= now)
+                            & _payouts.c.provider_reference.is_(None)  # acknowledged: never sent again
                         )
                         | (  # created in a dispatching run, and its task was lost (a worker crash)
                             (_payouts.c.status == PayoutStatus.CREATED.value)
@@ -458,6 +459,7 @@ class Dispatcher:
                 status is PayoutStatus.SUBMITTED
                 and row.next_attempt_at is not None
                 and row.next_attempt_at <= now
+                and not row.provider_reference  # acknowledged: never sent again
             ):
                 resent.append(row)
                 found[row.id] = self._request_for(row, worker.name_enc)
@@ -886,6 +888,10 @@ class Dispatcher:
         wallet could not be checked. Only for a payment instruction: a status query that
         fails goes to ``_ask_later`` (``next_attempt_at`` on a submitted payout means "send")."""
         status = PayoutStatus(row.status)
+        if status is PayoutStatus.SUBMITTED and row.provider_reference:
+            # a status answer recorded its acknowledgement while this resend was refused
+            self._poll_later_in(s, row, now, retry_after=retry_after)
+            return status
         tries = row.attempts
         if status is PayoutStatus.CREATED:  # nothing sent yet: count the times it was put off
             tries += _backoffs(s, row.id)

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     upah_public_url: str = "http://127.0.0.1:8000"
     upah_sandbox_callback_secret: str | None = None
     upah_sandbox_faults: str = ""
-    upah_provider_rate_per_second: int = 50
+    upah_provider_rate_per_second: int = Field(
+        default=50, ge=1, description="payment instructions a second, all workers together"
+    )
     upah_queue: str = "upah"
     upah_provider_timeout_seconds: float = 5.0
     upah_stale_after_seconds: float = 120.0

@@ -264,10 +264,30 @@ def seal_ledger() -> int:
         )
 
 
+_TAKE_BUDGET = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 2)
+return 1
+"""
+
+
 def _throttle(rt: WorkerRuntime, payout_id: int, *, cost: int = 1) -> float:
-    """A per-provider budget of sends per second, shared by every worker through Redis."""
+    """A per-provider budget of sends per second, shared by every worker through Redis.
+
+    Checked and taken in one step, and only when granted: a refused attempt uses none of it,
+    so it cannot starve the sends that follow. A batch larger than a whole second's budget
+    takes the whole of a fresh second rather than waiting for ever.
+    """
     if rt.redis is None:
         return 0.0
+    limit = rt.settings.upah_provider_rate_per_second
+    window = int(time.time())
+    key = f"upah:throttle:{rt.settings.upah_queue}:{rt.settings.upah_payout_provider}:{window}"
+    if rt.redis.eval(_TAKE_BUDGET, 1, key, min(cost, limit), limit):
+        return 0.0
+    return 1.0 - (time.time() - window) + (payout_id % 10) / 100
     window = int(time.time())
     key = f"upah:throttle:{rt.settings.upah_queue}:{rt.settings.upah_payout_provider}:{window}"
     count = rt.redis.incrby(key, cost)

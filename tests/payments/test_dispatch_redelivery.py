@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 import responses
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -165,3 +166,50 @@ def test_a_not_found_answer_after_the_acknowledgement_leaves_it_unknown_never_re
     assert dispatcher.resolve(payout_id) is PayoutStatus.UNKNOWN  # asked again later, never sent
     assert payout_id not in dispatcher.due()[0]
     assert len([c for c in mocked.calls if c.request.method == "POST" and c.request.url == PAYOUTS]) == 1
+
+
+def test_a_rate_limited_resend_is_never_sent_again_once_a_status_answer_acknowledged_it(
+    pg_factory: sessionmaker[Session], mocked: responses.RequestsMock, payout: tuple[int, int]
+) -> None:
+    """Timed out; 'not found', so resent with the key; while the resend is in flight the first
+    instruction lands and a status answer records its reference; the resend meets a 429."""
+    payout_id, _ = payout
+    now = [datetime.now(UTC)]
+    dispatcher = Dispatcher(
+        sessions=pg_factory,
+        providers={"sandbox": SandboxProvider(URL, b"secret")},
+        keyring=KEYRING,
+        clock=lambda: now[0],
+        rng=random.Random(7),
+    )
+    mocked.add(responses.POST, VALIDATE, body=VALID)
+    acknowledged = [False]
+    posts: list[int] = []
+
+    def by_key(request: Any) -> tuple[int, dict[str, str], str]:
+        if acknowledged[0]:
+            return 200, {}, ACCEPTED
+        return 404, {}, json.dumps({"error_code": "NOT_FOUND", "message": "no payout"})
+
+    def send(request: Any) -> tuple[int, dict[str, str], str]:
+        posts.append(1)
+        if len(posts) == 1:
+            raise requests.exceptions.ReadTimeout("slow")
+        if len(posts) == 2:
+            acknowledged[0] = True
+            assert dispatcher.resolve(payout_id) is PayoutStatus.SUBMITTED
+            return 429, {"Retry-After": "1"}, json.dumps({"error_code": "RATE_LIMIT_EXCEEDED"})
+        return 202, {}, ACCEPTED
+
+    mocked.add_callback(responses.POST, PAYOUTS, callback=send)
+    mocked.add_callback(responses.GET, PAYOUTS, callback=by_key)
+    mocked.add(responses.GET, f"{PAYOUTS}/po_1", body=ACCEPTED)
+
+    assert dispatcher.dispatch(payout_id) is PayoutStatus.UNKNOWN
+    assert dispatcher.resolve(payout_id) is PayoutStatus.SUBMITTED  # never received: resend
+    dispatcher.dispatch(payout_id)  # the resend, refused with 429
+    assert row(pg_factory, payout_id).provider_reference == "po_1"
+    now[0] += timedelta(minutes=5)
+    assert payout_id not in dispatcher.due()[0]
+    dispatcher.dispatch(payout_id)
+    assert len(posts) == 2
