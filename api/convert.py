@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from api import schemas as s
 from payments import adjustments, deliveries, orders, parties, rates, statements
+from payments.errors import ValidationFailed
 
 
 def money(amount: int) -> s.Money:
@@ -126,3 +129,16 @@ def payslip(p: statements.Payslip) -> s.PayslipRead:
         closing_balance=money(p.closing_balance),
         totals={k: money(v) for k, v in p.totals.items()},
     )
+
+
+def moment(value: datetime | None) -> datetime | None:
+    """A query's date or time in UTC (a naive one is read as UTC); one that has no UTC
+    equivalent in years 1 to 9999 is the caller's mistake, not a 500."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationFailed("dates must fall within the years 1 to 9999 in UTC", field="period") from exc

@@ -12,7 +12,7 @@ string (``"-2500"``).
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -20,6 +20,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
+from api import convert
 from api.deps import NowDep, PrincipalDep, RuntimeDep
 from api.schemas import IdParam
 from ledger import export, reports
@@ -248,7 +249,7 @@ def trial_balance(
     who.require(*READERS)
     with rt.read() as session:
         visible = audit.accounts_in_scope(session, principal=who)
-        tb = reports.trial_balance(session, as_of=_aware(as_of))
+        tb = reports.trial_balance(session, as_of=convert.moment(as_of))
         problems = reports.check_integrity(session)
     lines = [line for line in tb.lines if visible is None or line.account_id in visible]
     problems = [p for p in problems if visible is None or p.account_id is None or p.account_id in visible]
@@ -288,7 +289,9 @@ def account_statement(
     """Opening balance, every entry with its running balance, closing balance (auditor or owner)."""
     with rt.read() as session:
         audit.check_account_visible(session, principal=who, account_id=account_id)
-        st = reports.statement(session, account_id=account_id, start=_aware(start), end=_aware(end))
+        st = reports.statement(
+            session, account_id=account_id, start=convert.moment(start), end=convert.moment(end)
+        )
         account = session.execute(select(_accounts).where(_accounts.c.id == account_id)).one()
     cur = st.currency
     return StatementRead(
@@ -296,8 +299,8 @@ def account_statement(
         code=account.code,
         type=account.type,
         currency=cur,
-        start=_aware(start),
-        end=_aware(end),
+        start=convert.moment(start),
+        end=convert.moment(end),
         opening_balance=money(st.opening_balance, cur),
         lines=[
             StatementLineRead(
@@ -374,8 +377,8 @@ def create_reconciliation(
             source=reconciliation.Source.API,
             keyring=rt.keyring,
             now=now,
-            period_from=_aware(start),
-            period_to=_aware(end),
+            period_from=convert.moment(start),
+            period_to=convert.moment(end),
             window=timedelta(days=window_days),
         )
     return _run(run)
@@ -501,7 +504,9 @@ def export_entries(
     buffer = io.StringIO()
     with rt.read() as session:
         scope = audit.accounts_in_scope(session, principal=who)
-        export.write_entries_csv(session, buffer, start=_aware(start), end=_aware(end), account_ids=scope)
+        export.write_entries_csv(
+            session, buffer, start=convert.moment(start), end=convert.moment(end), account_ids=scope
+        )
     return _download(buffer.getvalue(), CSV, "entries.csv")
 
 
@@ -514,7 +519,7 @@ def export_payouts(
 ) -> Response:
     """Every payout in scope created in the period (no wallet numbers)."""
     with rt.read() as session:
-        text = audit.payouts_csv(session, principal=who, start=_aware(start), end=_aware(end))
+        text = audit.payouts_csv(session, principal=who, start=convert.moment(start), end=convert.moment(end))
     return _download(text, CSV, "payouts.csv")
 
 
@@ -541,7 +546,9 @@ def pilot_report(
     """Payouts, leakage, time to payment, share of work at the minimum-wage benchmark, disputes —
     in total and by region, buyer and intermediary (auditor, admin, or a buyer for itself)."""
     with rt.read() as session:
-        report = pilot_reports.pilot(session, principal=who, start=_aware(start), end=_aware(end), now=now)
+        report = pilot_reports.pilot(
+            session, principal=who, start=convert.moment(start), end=convert.moment(end), now=now
+        )
     if format == "csv":
         return _download(pilot_reports.pilot_csv(report), CSV, "pilot-report.csv")
     return report.as_dict()
@@ -558,7 +565,11 @@ def three_way(
     """Per homeworker and buyer: agreed (pieces × rate + adjustments) = ledger earnings = received + owed."""
     with rt.read() as session:
         report = audit.three_way(
-            session, principal=who, start=_aware(start), end=_aware(end), homeworker_id=homeworker_id
+            session,
+            principal=who,
+            start=convert.moment(start),
+            end=convert.moment(end),
+            homeworker_id=homeworker_id,
         )
     return ThreeWayRead(
         start=report.start,
@@ -609,12 +620,6 @@ def add_dispute_note(
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def _download(text: str, media_type: str, filename: str) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -104,15 +104,9 @@ def payslip(
             principal=who,
             keyring=rt.keyring,
             homeworker_id=homeworker_id,
-            start=_aware(start),
-            end=_aware(end),
+            start=convert.moment(start),
+            end=convert.moment(end),
         )
     if format == "text":
         return PlainTextResponse(statements.render_text(slip))
     return convert.payslip(slip)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment

@@ -135,6 +135,20 @@ def test_a_statement_has_opening_lines_running_and_closing_balance(
     assert later["opening_balance"] == body["closing_balance"] and later["lines"] == []
 
 
+@pytest.mark.parametrize(
+    "period", [{"from": "0001-01-01T00:00:00+01:00"}, {"to": "9999-12-31T23:59:59-05:00"}]
+)
+def test_a_period_with_no_utc_equivalent_is_a_422_not_a_500(
+    client: TestClient, admin: Actor, buyer: Actor, period: dict[str, str]
+) -> None:
+    available = account_id(client, admin, f"org:{buyer.organization_id}:available")
+    r = client.get(f"/v1/ledger/accounts/{available}/statement", params=period, headers=buyer.headers)
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "period"
+    worker = register(client, buyer)
+    r = client.get(f"/v1/homeworkers/{worker['id']}/payslip", params=period, headers=buyer.headers)
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "period"
+
+
 def test_verify_names_the_first_break_of_a_tampered_ledger(fresh_pg_url: str, tmp_path: Path) -> None:
     settings = settings_for(fresh_pg_url, tmp_path)
     engine = make_engine(fresh_pg_url)
