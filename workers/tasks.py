@@ -288,11 +288,3 @@ def _throttle(rt: WorkerRuntime, payout_id: int, *, cost: int = 1) -> float:
     if rt.redis.eval(_TAKE_BUDGET, 1, key, min(cost, limit), limit):
         return 0.0
     return 1.0 - (time.time() - window) + (payout_id % 10) / 100
-    window = int(time.time())
-    key = f"upah:throttle:{rt.settings.upah_queue}:{rt.settings.upah_payout_provider}:{window}"
-    count = rt.redis.incrby(key, cost)
-    if count == cost:
-        rt.redis.expire(key, 2)
-    if int(count) > rt.settings.upah_provider_rate_per_second:
-        return 1.0 - (time.time() - window) + (payout_id % 10) / 100
-    return 0.0
