@@ -197,9 +197,7 @@ def reverse(session: Session, *, entry_id: int, key: str, reason: str, now: date
         raise InvalidEntry("a reversal needs a reason")
     original = get_entry(session, entry_id)
     prior = session.execute(
-        select(_entries.c.id, _entries.c.key, _entries.c.effective_at).where(
-            _entries.c.reverses_id == entry_id
-        )
+        select(_entries.c.id, _entries.c.key).where(_entries.c.reverses_id == entry_id)
     ).first()
     if prior is not None and prior.key != key:
         raise AlreadyReversed(
