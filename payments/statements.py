@@ -1,5 +1,9 @@
 """What a homeworker is owed and was paid: her balance and her payslip.
 
+A payslip's period runs from ``start`` up to, not including, ``end``: consecutive periods
+(January, then February) count each delivery, adjustment and payout once, and one's closing
+balance is the next one's opening.
+
 A buyer sees only what it owes her; an intermediary what the buyers of its orders owe
 her; the platform and platform-wide auditors see everything. Figures come from the
 ledger (her earned accounts, one per buyer), the deliveries and adjustments, and the
@@ -9,7 +13,7 @@ payouts — so the payslip adds up to the ledger by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -121,9 +125,10 @@ def payslip(
         session, principal=principal, keyring=keyring, homeworker_id=homeworker_id
     )
     accounts = _accounts(session, homeworker_id, buyers)
+    last = end - timedelta(microseconds=1) if end is not None else None  # the last moment in it
     opening = closing = 0
     for account_id in accounts.values():
-        st = reports.statement(session, account_id=account_id, start=start, end=end)
+        st = reports.statement(session, account_id=account_id, start=start, end=last)
         opening += st.opening_balance
         closing += st.closing_balance
     query = (
@@ -144,8 +149,8 @@ def payslip(
         query = query.where(_orders.c.buyer_id.in_(buyers))
     if start is not None:
         query = query.where(_deliveries.c.confirmed_at >= start)
-    if end is not None:
-        query = query.where(_deliveries.c.confirmed_at <= end)
+    if last is not None:
+        query = query.where(_deliveries.c.confirmed_at <= last)
     lines: dict[int, dict[str, Any]] = {}
     for row in session.execute(query):
         line = lines.setdefault(
@@ -192,12 +197,12 @@ def payslip(
     adjustment_list = [
         a
         for a in adjustments.list_for(
-            session, homeworker_id=homeworker_id, buyer_id=None, start=start, end=end
+            session, homeworker_id=homeworker_id, buyer_id=None, start=start, end=last
         )
         if buyers is None or a.buyer_id in buyers
     ]
     paid_out = payouts.lines_for_homeworker(
-        session, homeworker_id=homeworker_id, buyer_ids=list(accounts), start=start, end=end
+        session, homeworker_id=homeworker_id, buyer_ids=list(accounts), start=start, end=last
     )
     totals = {
         "earnings": sum(line.earnings for line in order_lines),
@@ -224,7 +229,8 @@ def payslip(
 def render_text(slip: Payslip, *, language: messages.Language = messages.Language.EN) -> str:
     """A payslip a person can read (and print)."""
     rp = messages.format_rupiah
-    period = f"{_day(slip.start)} – {_day(slip.end)}"
+    last = slip.end - timedelta(microseconds=1) if slip.end is not None else None
+    period = f"{_day(slip.start)} – {_day(last)}"
     out = [
         f"UPAH PAYSLIP — {slip.name} ({slip.region})",
         f"Period: {period}",

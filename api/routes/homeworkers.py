@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from api import convert
@@ -15,6 +16,8 @@ from ledger import parse_amount
 from payments import adjustments, channels, parties, statements
 
 router = APIRouter(prefix="/v1/homeworkers", tags=["homeworkers"])
+
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @router.post("", status_code=201, response_model=s.HomeworkerRead)
@@ -94,10 +97,16 @@ def payslip(
     homeworker_id: s.IdParam,
     who: PrincipalDep,
     rt: RuntimeDep,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    request: Request,
+    start: Annotated[datetime | None, Query(alias="from", description="included")] = None,
+    end: Annotated[
+        datetime | None,
+        Query(alias="to", description="not included; a date alone means the whole of that day"),
+    ] = None,
     format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
 ) -> s.PayslipRead | PlainTextResponse:
+    if end is not None and _DATE_ONLY.fullmatch(request.query_params.get("to", "")):
+        end += timedelta(days=1)  # "to=2026-01-31" is January's payslip: the 31st is in it
     with rt.read() as session:
         slip = statements.payslip(
             session,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import Actor, amount, confirm, deliver, post_order, register
@@ -109,3 +111,37 @@ def test_the_payslip_period_filters_by_date(client: TestClient, buyer: Actor) ->
     ).json()
     assert slip["orders"] == []
     assert amount(slip["closing_balance"]) == 0
+
+
+def test_consecutive_payslips_count_work_at_their_boundary_once(client: TestClient, buyer: Actor) -> None:
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    worker = register(client, buyer)
+    order = post_order(client, buyer, worker["id"], deadline="2026-12-31")
+    delivery = deliver(client, buyer, order["id"], worker["id"], 10)
+    boundary = datetime(2026, 2, 1, tzinfo=UTC)
+    real_clock = runtime.clock
+    runtime.clock = lambda: boundary  # confirmed on the stroke of February
+    try:
+        confirm(client, buyer, delivery["id"], accepted=10)
+    finally:
+        runtime.clock = real_clock
+    path = f"/v1/homeworkers/{worker['id']}/payslip"
+    january = client.get(
+        path, params={"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}, headers=buyer.headers
+    ).json()
+    february = client.get(
+        path, params={"from": "2026-02-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, headers=buyer.headers
+    ).json()
+    assert (amount(january["totals"]["earnings"]), amount(february["totals"]["earnings"])) == (0, 5_000)
+    assert january["closing_balance"] == february["opening_balance"]
+
+
+def test_a_payslip_to_a_date_includes_that_whole_day(client: TestClient, buyer: Actor) -> None:
+    worker = register(client, buyer)
+    order = post_order(client, buyer, worker["id"])
+    confirm(client, buyer, deliver(client, buyer, order["id"], worker["id"], 10)["id"], accepted=10)
+    today = datetime.now(UTC).date().isoformat()
+    slip = client.get(
+        f"/v1/homeworkers/{worker['id']}/payslip", params={"from": today, "to": today}, headers=buyer.headers
+    ).json()
+    assert amount(slip["totals"]["earnings"]) == 5_000
