@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import phones
-from integrations.sandbox_server import FaultPlan, SandboxService
+from integrations.sandbox_server import FaultPlan, JSONObject, SandboxService
 from ledger import atomic, reports, sealing
 from ledger.export import write_beancount
 from payments import adjustments, channels, deliveries, orders, parties, payouts, pii, rates, reconciliation
@@ -385,6 +385,18 @@ class Story:
             f"Medan's and Yogyakarta's an Eid bonus of {rupiah(demo_data.EID_BONUS)}. Each is a ledger entry."
         )
 
+    def _await_callbacks(self, *, deliveries: int, timeout: float = 30.0) -> list[JSONObject]:
+        """The sandbox's callbacks once each was delivered ``deliveries`` times: the payouts
+        settle on the first, and the repeat may still be on its way."""
+        deadline = time.monotonic() + timeout
+        callbacks = self.sandbox.list_callbacks()
+        while time.monotonic() < deadline and any(
+            int(str(c["deliveries"] or 0)) < deliveries for c in callbacks
+        ):
+            time.sleep(0.1)
+            callbacks = self.sandbox.list_callbacks()
+        return callbacks
+
     # ------------------------------------------------------------------ 3. the money
 
     def pay(self, cast: Cast) -> None:
@@ -392,7 +404,7 @@ class Story:
         self.sandbox.set_faults(FaultPlan(duplicate_callback=1.0))
         run = self._create_run(cast, "kok")
         self._await_run(cast, "kok", run.id, "Malang — the provider sends every callback twice")
-        callbacks = self.sandbox.list_callbacks()
+        callbacks = self._await_callbacks(deliveries=2)
         self.console.print(
             f"The sandbox delivered {sum(int(str(c['deliveries'] or 0)) for c in callbacks)} callbacks for "
             f"{len(callbacks)} events: each repeat was recognised and changed nothing."
