@@ -5,6 +5,7 @@ rolled back whole. When a posting is refused for lack of funds, the refusal is r
 in a fresh transaction after the rollback, so that the same idempotency key keeps being
 refused the same way. ``retrying`` re-runs a unit of work on serialization failures,
 deadlocks and lock time-outs, a bounded number of times with jittered backoff.
+``post_alone`` is the unit of work of a caller whose whole work is one entry.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import journal
+from ledger.driver import Driver
+from ledger.entries import EntryDraft, JournalEntry
 from ledger.errors import ConcurrencyExhausted, InsufficientFunds
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,46 @@ def atomic(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def retrying(factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 6) -> T:
+    def once() -> T:
+        with atomic(factory) as session:
+            return work(session)
+
+    return _retried(once, attempts)
+
+
+def post_alone(
+    factory: sessionmaker[Session], draft: EntryDraft, *, now: datetime, attempts: int = 6
+) -> JournalEntry:
+    """Post one entry as a unit of work of its own, and commit it: the same answers as
+    ``retrying(factory, post)``.
+
+    On PostgreSQL the BEGIN, the posting and the COMMIT go in one message, on a pooled
+    connection without an ORM session: one round trip where a unit of work takes two, and a
+    third of its client CPU. An answer other than a fresh posting (a replay, a conflict, a
+    refusal) wrote nothing, and is given by ``post`` in a unit of work, in full.
+    """
+    engine: Engine = factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        entry = _retried(lambda: _post_committed(engine, draft, now), attempts)
+        if entry is not None:
+            return entry
+    return retrying(factory, lambda session: journal.post(session, draft, now=now), attempts=attempts)
+
+
+def _post_committed(engine: Engine, draft: EntryDraft, now: datetime) -> JournalEntry | None:
+    pooled = engine.raw_connection()
+    try:
+        return journal.post_committed(
+            Driver(pooled.dbapi_connection, engine.dialect, pooled.invalidate), draft, now=now
+        )
+    finally:
+        pooled.close()
+
+
+def _retried(work: Callable[[], T], attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
-            with atomic(factory) as session:
-                return work(session)
+            return work()
         except DBAPIError as exc:
             if not is_retryable(exc) or attempt == attempts:
                 if is_retryable(exc):

@@ -1,9 +1,10 @@
 """The only writer of the ledger: accounts, entries, holds, reversals.
 
 Every function works inside the caller's database transaction (one per use-case) and
-never commits. Within it, the accounts an operation touches are locked in one global
-order (by id) before their balances are read, so concurrent postings never deadlock and
-never overdraw; balances are materialised in the same transaction as the postings.
+never commits, but ``post_committed``: one entry as a transaction of its own. Within a
+transaction, the accounts an operation touches are locked in one global order (by id)
+before their balances are read, so concurrent postings never deadlock and never overdraw;
+balances are materialised in the same transaction as the postings.
 Everything is checked before the first write, so a refused operation writes nothing.
 """
 
@@ -14,13 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.accounts import Account, AccountStatus, AccountType, Balance, sign
+from ledger.driver import Driver
 from ledger.entries import (
     EntryDraft,
     JournalEntry,
@@ -468,92 +470,9 @@ def record_rejection(session: Session, error: InsufficientFunds, *, now: datetim
 
 # --- internals --------------------------------------------------------------------------------
 
-# The posting functions are called with one simple-protocol query built here, through the
-# driver's libpq connection: SQLAlchemy's and psycopg's statement machinery cost more client
-# CPU than the call itself, and the BEGIN that opens a unit of work travels in the same
-# message instead of a round trip of its own (psycopg sends it alone before the first
-# statement). Text goes in as literals escaped by libpq for the connection's encoding; the
-# integer arrays and checked currency codes are array literals, far cheaper to build than
-# psycopg's element-by-element adaptation.
+# The two posting functions' calls (migrations 0002 and 0007), sent by ledger.driver.
 _POST_ENTRY = "SELECT status, entry_id, detail FROM ledger_post_entry({}, {}, {}, {}, {}, {}, {}, {}, {})"
 _POST_ENTRIES = "SELECT status, idx, entry_ids, detail FROM ledger_post_entries({}, {}, {}, {}, {}, {}, {})"
-
-
-class _Driver:
-    """The session's connection at the driver level: SQL literals for it, and calls on it.
-
-    Literals are escaped by libpq, for the connection's encoding and settings.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self.connection = session.connection()
-        self.driver = cast(Any, self.connection.connection.dbapi_connection)
-        self.dbapi = cast(Any, self.connection.dialect.loaded_dbapi)
-        self.encoding: str = self.driver.info.encoding
-        self._escaping = self.dbapi.pq.Escaping(self.driver.pgconn)
-
-    def text(self, value: str, of: str = "text") -> str:
-        if "\x00" in value:  # libpq would stop at it and send a shortened value
-            raise InvalidEntry("text sent to the ledger may not contain NUL characters")
-        return f"{self._escaping.escape_literal(value.encode(self.encoding)).decode(self.encoding)}::{of}"
-
-    def texts(self, values: Iterable[str]) -> str:
-        quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-        return self.text("{" + ",".join(quoted) + "}", "text[]")
-
-    @staticmethod
-    def integers(values: Iterable[int], of: str) -> str:
-        """An array of integers: made of digits and signs only, nothing to escape."""
-        return "'{" + ",".join(map(str, map(int, values))) + "}'::" + of + "[]"
-
-    @staticmethod
-    def currencies(values: Iterable[str]) -> str:
-        """An array of currency codes, each checked to be three capital letters: nothing to escape."""
-        return "'{" + ",".join(map(check_currency, values)) + "}'::text[]"
-
-    @staticmethod
-    def moment(value: datetime) -> str:
-        return f"'{value.isoformat()}'::timestamptz"
-
-    @staticmethod
-    def number(value: int | None) -> str:
-        return "NULL" if value is None else str(int(value))
-
-    def call(self, template: str, *literals: str) -> list[bytes | None]:
-        """Run one of the ledger's functions in the session's transaction; its one row, as text.
-
-        Driver errors are raised as SQLAlchemy's, as ``exec_driver_sql`` would, so that units
-        of work recognise lock failures and retry them.
-        """
-        driver, dbapi = self.driver, self.dbapi
-        pgconn = driver.pgconn
-        sql = template.format(*literals)
-        if not driver.autocommit and pgconn.transaction_status == dbapi.pq.TransactionStatus.IDLE:
-            sql = f"{_begin(driver)}; {sql}"
-        try:
-            result = pgconn.exec_(sql.encode(self.encoding))
-            if result.status != dbapi.pq.ExecStatus.TUPLES_OK:
-                raise dbapi.errors.error_from_result(result, encoding=self.encoding)
-        except dbapi.Error as exc:
-            lost = self.connection.dialect.is_disconnect(exc, driver, None)
-            if lost:  # as SQLAlchemy does: the pool must not hand this connection out again
-                self.connection.invalidate(exc)
-            raise DBAPIError.instance(
-                template, None, exc, dbapi.Error, connection_invalidated=lost, dialect=self.connection.dialect
-            ) from exc
-        return [result.get_value(0, column) for column in range(result.nfields)]
-
-
-def _begin(driver: Any) -> str:
-    """The statement that opens a transaction with the driver's settings, as psycopg's own."""
-    parts = ["BEGIN"]
-    if driver.isolation_level is not None:
-        parts.append("ISOLATION LEVEL " + driver.isolation_level.name.replace("_", " "))
-    if driver.read_only is not None:
-        parts.append("READ ONLY" if driver.read_only else "READ WRITE")
-    if driver.deferrable is not None:
-        parts.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
-    return " ".join(parts)
 
 
 def _json(value: bytes | None) -> Any:
@@ -576,11 +495,58 @@ def _post_one_pg(
 ) -> JournalEntry:
     """PostgreSQL: one entry in one round trip, with the BEGIN of a fresh unit of work (migration
     0002's ledger_post_entry)."""
+    db = Driver.of(session)
+    raw_status, entry_id, detail = db.call(
+        _POST_ENTRY, *_entry_literals(db, draft, content, now=now, reverses_id=reverses_id, released=released)
+    )
+    assert raw_status is not None
+    status = raw_status.decode()
+    if status == "posted":
+        assert entry_id is not None
+        return _posted(int(entry_id), draft, now=now, reverses_id=reverses_id)
+    if status == "replayed":
+        assert entry_id is not None
+        return _replayed(get_entry(session, int(entry_id)), fresh=fresh)
+    if status == "raced":  # a concurrent transaction committed the same key first
+        replay = _replay(session, draft.key, content)
+        assert replay is not None
+        return _replayed(replay, fresh=fresh)
+    raise _refusal(status, _json(detail) or {}, draft.key, content)
+
+
+def post_committed(db: Driver, draft: EntryDraft, *, now: datetime) -> JournalEntry | None:
+    """PostgreSQL: post ``draft`` as a transaction of its own, committed in the same round trip,
+    on a connection outside any transaction; the one function here that commits.
+
+    Returns the entry if it was posted. Any other answer (a replay, a conflict, a refusal)
+    wrote nothing, and None tells the caller to ask again with ``post`` in a unit of work,
+    which answers it in full: its exceptions, its replay, its memory of refusals.
+    """
+    _check_moment(now)
+    check_balanced(draft)
+    content = canonical_content(draft)
+    raw_status, entry_id, _ = db.call_committed(
+        _POST_ENTRY, *_entry_literals(db, draft, content, now=now, reverses_id=None, released={})
+    )
+    if raw_status != b"posted":
+        return None
+    assert entry_id is not None
+    return _posted(int(entry_id), draft, now=now, reverses_id=None)
+
+
+def _entry_literals(
+    db: Driver,
+    draft: EntryDraft,
+    content: dict[str, Any],
+    *,
+    now: datetime,
+    reverses_id: int | None,
+    released: Mapping[int, int],
+) -> tuple[str, ...]:
+    """The arguments of ledger_post_entry, in order."""
     release_account, release_amount = next(iter(released.items()), (None, 0))
     postings = draft.postings
-    db = _Driver(session)
-    raw_status, entry_id, detail = db.call(
-        _POST_ENTRY,
+    return (
         db.text(draft.key),
         db.text(json.dumps(content), "jsonb"),
         db.number(reverses_id),
@@ -591,28 +557,19 @@ def _post_one_pg(
         db.number(release_account),
         db.number(release_amount),
     )
-    assert raw_status is not None
-    status = raw_status.decode()
-    if status == "posted":
-        assert entry_id is not None
-        return JournalEntry(
-            int(entry_id),
-            draft.key,
-            postings,
-            draft.effective_at,
-            now,
-            draft.description,
-            dict(draft.metadata),
-            reverses_id,
-        )
-    if status == "replayed":
-        assert entry_id is not None
-        return _replayed(get_entry(session, int(entry_id)), fresh=fresh)
-    if status == "raced":  # a concurrent transaction committed the same key first
-        replay = _replay(session, draft.key, content)
-        assert replay is not None
-        return _replayed(replay, fresh=fresh)
-    raise _refusal(status, _json(detail) or {}, draft.key, content)
+
+
+def _posted(entry_id: int, draft: EntryDraft, *, now: datetime, reverses_id: int | None) -> JournalEntry:
+    return JournalEntry(
+        entry_id,
+        draft.key,
+        draft.postings,
+        draft.effective_at,
+        now,
+        draft.description,
+        dict(draft.metadata),
+        reverses_id,
+    )
 
 
 def _post_many_pg(
@@ -629,7 +586,7 @@ def _post_many_pg(
             accounts.append(posting.account_id)
             amounts.append(posting.amount)
             currencies.append(posting.currency)
-    db = _Driver(session)
+    db = Driver.of(session)
     try:
         status, idx, entry_ids, detail = db.call(
             _POST_ENTRIES,
