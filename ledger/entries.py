@@ -67,15 +67,16 @@ def check_balanced(draft: EntryDraft) -> None:
         raise InvalidEntry("effective_at must be timezone-aware")
     if len(draft.postings) < 2:
         raise InvalidEntry("an entry needs at least two postings")
-    totals: dict[str, int] = defaultdict(int)
+    totals: dict[str, int] = {}
     for posting in draft.postings:
-        if isinstance(posting.account_id, bool) or not isinstance(posting.account_id, int):
+        account_id, amount, currency = posting.account_id, posting.amount, posting.currency
+        if type(account_id) is not int and (isinstance(account_id, bool) or not isinstance(account_id, int)):
             raise InvalidEntry("a posting names its account by its integer id")
-        check_currency(posting.currency)
-        if isinstance(posting.amount, bool) or not isinstance(posting.amount, int):
+        check_currency(currency)
+        if type(amount) is not int and (isinstance(amount, bool) or not isinstance(amount, int)):
             raise InvalidEntry("posting amounts must be integers")
-        check_amount(abs(posting.amount))
-        totals[posting.currency] += posting.amount
+        check_amount(abs(amount))
+        totals[currency] = totals.get(currency, 0) + amount
     unbalanced = {cur: total for cur, total in totals.items() if total != 0}
     if unbalanced:
         raise UnbalancedEntry(

@@ -22,6 +22,8 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 
 def check_amount(amount: int, *, allow_zero: bool = False) -> int:
     """Refuse non-integers, negatives, zero (unless allowed) and beyond-int64 amounts."""
+    if type(amount) is int and 0 < amount <= MAX_AMOUNT:  # the common case, at a batch's pace
+        return amount
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount(f"amount must be an integer in the minor unit, got {type(amount).__name__}")
     if amount < 0 or (amount == 0 and not allow_zero) or amount > MAX_AMOUNT:
@@ -30,9 +32,17 @@ def check_amount(amount: int, *, allow_zero: bool = False) -> int:
 
 
 def check_currency(currency: str) -> str:
+    if type(currency) is str and currency in _CHECKED_CURRENCIES:
+        return currency
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise InvalidAmount(f"currency must be a three-letter ISO 4217 code, got {currency!r}")
+    if type(currency) is str:
+        _CHECKED_CURRENCIES.add(currency)
     return currency
+
+
+_CHECKED_CURRENCIES: set[str] = set()
+"""Codes that passed the check once (at most 26³): a batch of postings checks each a set lookup."""
 
 
 def parse_amount(text: str) -> int:
