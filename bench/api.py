@@ -15,7 +15,11 @@ Run: .venv/bin/python bench/api.py [--seconds 10] [--runs 3] [--clients 16] [--s
   held funds → the homeworker's earnings), then answers the delivery — one use-case, one
   commit. Only 200 answers count; anything else is reported.
 - Baseline: the ledger alone — ``bench/ledger.py``'s "post(), 8 workers, 10,000 accounts"
-  (8 processes looping ``retrying(journal.post)``, one two-posting entry per commit).
+  (8 processes looping ``retrying(journal.post)``, one two-posting entry per commit): the
+  unit of work a confirmation runs in, with nothing else in it. The ledger's leaner
+  ``post_alone`` (one entry and its commit in one round trip, no ORM session) is about 1.3x
+  that rate in ``bench/ledger.py``; a confirmation cannot use it, as it writes more than
+  the entry in its transaction.
 
 Each repetition measures the baseline and then the figure back to back; the ratio is taken
 per repetition, and medians and ranges are printed. Target: ratio ≥ 0.4. Everything
