@@ -379,12 +379,12 @@ def _execute(session: Session, statement: Executable, params: dict[str, Any]) ->
 
 def get(session: Session, *, principal: Principal, delivery_id: int) -> Delivery:
     row = _row(session, delivery_id)
-    orders.get(session, principal=principal, order_id=row.order_id)
+    orders.check_visible(session, principal=principal, order_id=row.order_id)
     return _delivery(row)
 
 
 def list_for_order(session: Session, *, principal: Principal, order_id: int) -> list[Delivery]:
-    orders.get(session, principal=principal, order_id=order_id)
+    orders.check_visible(session, principal=principal, order_id=order_id)
     rows = session.execute(
         select(_deliveries).where(_deliveries.c.order_id == order_id).order_by(_deliveries.c.id)
     )

@@ -279,6 +279,11 @@ def get(session: Session, *, principal: Principal, order_id: int) -> Order:
     return _order(session, row)
 
 
+def check_visible(session: Session, *, principal: Principal, order_id: int) -> None:
+    """NotFound unless the caller may see the order: ``get``'s check, without reading the rest."""
+    _visible_row(session, principal, order_id)
+
+
 def list_for(
     session: Session, *, principal: Principal, status: OrderStatus | None = None, limit: int = 100
 ) -> list[Order]:
