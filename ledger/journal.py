@@ -205,8 +205,13 @@ def reverse(session: Session, *, entry_id: int, key: str, reason: str, now: date
         raise AlreadyReversed(
             f"entry {entry_id} was already reversed by entry {prior.id}", reversal_id=prior.id
         )
-    # A retry with the key comes later than the reversal it repeats: compare it at that one's time.
-    effective_at = now if prior is None else get_entry(session, prior.id).effective_at
+    # A retry with the key comes later than the reversal it repeats, or than the refusal it
+    # meets again: compare it at that one's time.
+    if prior is not None:
+        effective_at = get_entry(session, prior.id).effective_at
+    else:
+        refused = session.execute(select(_rejections.c.content).where(_rejections.c.key == key)).scalar()
+        effective_at = datetime.fromisoformat(refused["effective_at"]) if refused else now
     draft = reversal_of(original, key=key, reason=reason, effective_at=effective_at)
     return _post(session, draft, now=now, reverses_id=entry_id, released={})
 

@@ -200,6 +200,26 @@ def test_a_reversal_retried_later_with_its_key_returns_the_first(
     assert again.id == first.id
 
 
+def test_a_reversal_refused_for_lack_of_funds_keeps_being_refused_when_retried_later(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    with atomic(factory) as s:
+        a, b, c = make_account(s, type=L), make_account(s, type=L, no_overdraft=True), make_account(s, type=L)
+        fund(s, a, 500)
+        original = journal.post(s, transfer(a.id, b.id, 200), now=now)
+        journal.post(s, transfer(b.id, c.id, 150), now=now)  # b spent it: undoing the 200 would overdraw b
+    key = ref()
+    with pytest.raises(InsufficientFunds), atomic(factory) as s:
+        journal.reverse(s, entry_id=original.id, key=key, reason="mistake", now=now)
+    with atomic(factory) as s:
+        fund(s, b, 1000)
+    with pytest.raises(InsufficientFunds) as caught, atomic(factory) as s:
+        journal.reverse(s, entry_id=original.id, key=key, reason="mistake", now=now + timedelta(minutes=5))
+    assert caught.value.details["replayed"] is True
+    with factory() as s:
+        assert journal.balance(s, b.id).posted == 1050
+
+
 def test_a_reversal_retried_with_its_key_but_another_reason_is_a_conflict(
     factory: sessionmaker[Session], now: datetime
 ) -> None:
