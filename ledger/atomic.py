@@ -80,13 +80,9 @@ def post_alone(
 
 
 def _post_committed(engine: Engine, draft: EntryDraft, now: datetime) -> JournalEntry | None:
-    pooled = engine.raw_connection()
-    try:
-        return journal.post_committed(
-            Driver(pooled.dbapi_connection, engine.dialect, pooled.invalidate), draft, now=now
-        )
-    finally:
-        pooled.close()
+    with engine.connect() as connection:  # failing to connect is SQLAlchemy's error, as for a session
+        driver = Driver(connection.connection.dbapi_connection, engine.dialect, connection.invalidate)
+        return journal.post_committed(driver, draft, now=now)
 
 
 def _retried(work: Callable[[], T], attempts: int) -> T:

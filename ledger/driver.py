@@ -10,6 +10,7 @@ psycopg's element-by-element adaptation.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
@@ -99,16 +100,14 @@ class Driver:
         try:
             sql = f"{_begin(driver)}; {template.format(*literals)}; COMMIT"
             pgconn.send_query(sql.encode(self.encoding))
-            results = []
-            while (result := pgconn.get_result()) is not None:
-                results.append(result)
-            if pgconn.transaction_status != pq.TransactionStatus.IDLE:  # a statement failed
-                pgconn.exec_(b"ROLLBACK")
+            results = _results(pgconn)
+            if pgconn.transaction_status in (pq.TransactionStatus.INERROR, pq.TransactionStatus.INTRANS):
+                pgconn.exec_(b"ROLLBACK")  # a statement failed: the server skipped the rest
             expected = [pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK]
             for result, status in zip(results, expected, strict=False):
                 self._check(result, status)
-            if len(results) != len(expected):
-                raise AssertionError(f"{len(results)} results for a committed call, expected 3")
+            if len(results) != len(expected) or results[2].command_status != b"COMMIT":
+                raise AssertionError("a committed call did not end in its COMMIT")
         except self.dbapi.Error as exc:
             raise self._raised(exc, template) from exc
         return _row(results[1])
@@ -126,6 +125,27 @@ class Driver:
             template, None, exc, self.dbapi.Error, connection_invalidated=lost, dialect=self.dialect
         )
         return error
+
+
+def _results(pgconn: Any) -> list[Any]:
+    """Every result of the query sent on the (non-blocking) connection, waiting for them in
+    ``poll``: libpq's ``PQgetResult`` would wait holding the GIL, and the lock the query waits
+    on may be held by another thread of this process, which could then never release it."""
+    waiting = select.poll()
+    waiting.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+    while pgconn.flush():
+        if any(events & select.POLLIN for _, events in waiting.poll()):
+            pgconn.consume_input()
+    waiting.modify(pgconn.socket, select.POLLIN)
+    results: list[Any] = []
+    while True:
+        while pgconn.is_busy():
+            waiting.poll()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
 
 
 def _row(result: Any) -> list[bytes | None]:

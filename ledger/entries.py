@@ -20,6 +20,9 @@ from ledger.money import MAX_AMOUNT, check_amount, check_currency
 
 JsonObject = Mapping[str, Any]
 
+MAX_ACCOUNT_ID = 2**63 - 1
+"""Account ids are the database's bigint ids: positive, within int64."""
+
 
 @dataclass(frozen=True, slots=True)
 class Posting:
@@ -61,8 +64,10 @@ class JournalEntry:
 
 def check_balanced(draft: EntryDraft) -> None:
     """Raise unless the draft is a well-formed, balanced entry."""
-    if not draft.key or len(draft.key) > 200 or "\x00" in draft.key:
-        raise InvalidEntry("an entry needs an idempotency key of 1 to 200 characters, none of them NUL")
+    if not draft.key or len(draft.key) > 200 or _unstorable(draft.key):
+        raise InvalidEntry(
+            "an entry needs an idempotency key of 1 to 200 characters, none of them NUL or a lone surrogate"
+        )
     if draft.effective_at.tzinfo is None:
         raise InvalidEntry("effective_at must be timezone-aware")
     if len(draft.postings) < 2:
@@ -72,6 +77,8 @@ def check_balanced(draft: EntryDraft) -> None:
         account_id, amount, currency = posting.account_id, posting.amount, posting.currency
         if type(account_id) is not int and (isinstance(account_id, bool) or not isinstance(account_id, int)):
             raise InvalidEntry("a posting names its account by its integer id")
+        if not 0 < account_id <= MAX_ACCOUNT_ID:
+            raise InvalidEntry("a posting names its account by its id, a positive 64-bit integer")
         check_currency(currency)
         if type(amount) is not int and (isinstance(amount, bool) or not isinstance(amount, int)):
             raise InvalidEntry("posting amounts must be integers")
@@ -83,25 +90,40 @@ def check_balanced(draft: EntryDraft) -> None:
             "postings do not sum to zero per currency",
             imbalance={cur: str(total) for cur, total in unbalanced.items()},
         )
-    if "\x00" in draft.description:  # PostgreSQL's text refuses it; SQLite would keep it
-        raise InvalidEntry("a description may not contain NUL characters")
+    if _unstorable(draft.description):
+        raise InvalidEntry("a description may not contain NUL characters or lone surrogates")
     if draft.metadata:  # most entries carry none: spare them the serialising
         try:
             json.dumps(dict(draft.metadata), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:  # NaN and infinities are not JSON: PostgreSQL refuses them
             raise InvalidEntry("metadata must be JSON-serialisable, without NaN or infinities") from exc
-        if _holds_nul(draft.metadata):
-            raise InvalidEntry("metadata may not contain NUL characters")
+        if _holds_unstorable(draft.metadata):
+            raise InvalidEntry("metadata may not contain NUL characters or lone surrogates")
 
 
-def _holds_nul(value: object) -> bool:
-    """True if a NUL is in any string of a JSON value, keys included (jsonb refuses one)."""
+def _unstorable(text: str) -> bool:
+    """True for text a database cannot store as it is: a NUL (PostgreSQL's text and jsonb
+    refuse it, SQLite would keep it) or a lone surrogate (not Unicode: PostgreSQL refuses it,
+    quoting the text back in its error)."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _holds_unstorable(value: object) -> bool:
+    """True if any string of a JSON value, keys included, is unstorable."""
     if isinstance(value, str):
-        return "\x00" in value
+        return _unstorable(value)
     if isinstance(value, Mapping):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+        return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(_holds_nul(v) for v in value)
+        return any(_holds_unstorable(v) for v in value)
     return False
 
 

@@ -211,7 +211,8 @@ def reverse(session: Session, *, entry_id: int, key: str, reason: str, now: date
         effective_at = get_entry(session, prior.id).effective_at
     else:
         refused = session.execute(select(_rejections.c.content).where(_rejections.c.key == key)).scalar()
-        effective_at = datetime.fromisoformat(refused["effective_at"]) if refused else now
+        at = refused.get("effective_at") if refused else None  # a hold's refusal has no time
+        effective_at = datetime.fromisoformat(at) if isinstance(at, str) else now
     draft = reversal_of(original, key=key, reason=reason, effective_at=effective_at)
     return _post(session, draft, now=now, reverses_id=entry_id, released={})
 

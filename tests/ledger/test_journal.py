@@ -220,6 +220,20 @@ def test_a_reversal_refused_for_lack_of_funds_keeps_being_refused_when_retried_l
         assert journal.balance(s, b.id).posted == 1050
 
 
+def test_a_reversal_under_the_key_of_a_refused_hold_is_a_conflict(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    with atomic(factory) as s:
+        a, b = make_account(s, type=L, no_overdraft=True), make_account(s, type=L)
+        fund(s, a, 100)
+        original = journal.post(s, transfer(a.id, b.id, 50), now=now)
+    key = ref()
+    with pytest.raises(InsufficientFunds), atomic(factory) as s:
+        journal.place_hold(s, key=key, account_id=a.id, amount=500, now=now)
+    with pytest.raises(IdempotencyConflict), atomic(factory) as s:
+        journal.reverse(s, entry_id=original.id, key=key, reason="mistake", now=now)
+
+
 def test_a_reversal_retried_with_its_key_but_another_reason_is_a_conflict(
     factory: sessionmaker[Session], now: datetime
 ) -> None:

@@ -5,10 +5,12 @@ connection fit for the next use."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import AccountType, EntryDraft, Posting, atomic, journal
@@ -25,6 +27,9 @@ from tests.factories import fund, make_account, transfer
 from upah.db import make_engine, make_session_factory
 
 L = AccountType.LIABILITY
+_LOCK_WAITERS = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+)
 
 
 def _pair(factory: sessionmaker[Session], *, no_overdraft: bool = False) -> tuple[int, int]:
@@ -133,5 +138,48 @@ def test_a_lock_time_out_is_retried_then_given_up_and_the_connection_stays_usabl
         assert _balances(factory, a, b) == [100, 0]
         post_alone(factory, transfer(a, b, 1), now=now)  # the one pooled connection, out of its failure
         assert _balances(factory, a, b) == [99, 1]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_waiting_on_a_lock_lets_the_other_threads_of_the_process_run(
+    pg_url: str, pg_engine: Engine, now: datetime
+) -> None:
+    """The lock it waits on may belong to a unit of work in another thread of this process:
+    that thread must be able to go on and commit, or both wait until the lock times out."""
+    engine = make_engine(
+        pg_url, pool_size=1, max_overflow=0, connect_args={"options": "-c TimeZone=UTC -c lock_timeout=5s"}
+    )
+    try:
+        factory = make_session_factory(engine)
+        a, b = _pair(factory)
+        outcome: list[object] = []
+
+        def waiter() -> None:
+            try:
+                outcome.append(post_alone(factory, transfer(a, b, 1), now=now, attempts=1))
+            except Exception as exc:  # the failure is the finding
+                outcome.append(exc)
+
+        with pg_engine.begin() as holder:
+            holder.execute(text("SELECT 1 FROM ledger_accounts WHERE id = :a FOR UPDATE"), {"a": a})
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            while thread.is_alive() and not holder.execute(_LOCK_WAITERS).scalar_one():
+                thread.join(0.01)  # this thread's Python runs while the other one waits
+        thread.join()
+        assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+        assert _balances(factory, a, b) == [99, 1]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_out_of_reach_is_sqlalchemys_error_as_for_a_unit_of_work(now: datetime) -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    try:
+        with pytest.raises(OperationalError):
+            post_alone(make_session_factory(engine), transfer(1, 2, 1), now=now)
     finally:
         engine.dispose()

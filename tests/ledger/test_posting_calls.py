@@ -196,3 +196,31 @@ def test_a_batch_racing_another_for_a_key_is_refused_as_a_concurrency_failure(
     racer.join(10)
     assert len(outcome) == 1 and isinstance(outcome[0], ConcurrencyExhausted)
     assert _balances(pg_factory, a, b) == [99, 1]
+
+
+@pytest.mark.parametrize(
+    ("key", "description", "metadata"),
+    [("k\ud800", "", {}), ("", "memo \udfff", {}), ("", "", {"note": "a\ud83d"}), ("", "", {"k\udc00": 1})],
+    ids=["key", "description", "metadata value", "metadata key"],
+)
+def test_text_that_is_not_unicode_is_refused_before_the_database_sees_it(
+    factory: sessionmaker[Session], now: datetime, key: str, description: str, metadata: dict[str, object]
+) -> None:
+    """A lone surrogate cannot be stored; PostgreSQL's refusal would quote the entry's text back."""
+    a, b = _pair(factory)
+    base = transfer(a, b, 1)
+    draft = EntryDraft(
+        base.key + key, base.postings, base.effective_at, description=description, metadata=metadata
+    )
+    with pytest.raises(InvalidEntry), atomic(factory) as s:
+        journal.post(s, draft, now=now)
+    assert _balances(factory, a, b) == [100, 0]
+
+
+def test_an_account_id_beyond_the_databases_integers_is_refused(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    a, _ = _pair(factory)
+    with pytest.raises(InvalidEntry), atomic(factory) as s:
+        journal.post(s, transfer(a, 2**63, 1), now=now)
+    assert _balances(factory, a) == [100]
