@@ -67,8 +67,8 @@ def post_alone(
     ``retrying(factory, post)``.
 
     On PostgreSQL the BEGIN, the posting and the COMMIT go in one message, on a pooled
-    connection without an ORM session: one round trip where a unit of work takes two, and a
-    third of its client CPU. An answer other than a fresh posting (a replay, a conflict, a
+    connection without an ORM session: one round trip where a unit of work takes two, and
+    half its client CPU. An answer other than a fresh posting (a replay, a conflict, a
     refusal) wrote nothing, and is given by ``post`` in a unit of work, in full.
     """
     engine: Engine = factory.kw["bind"]
