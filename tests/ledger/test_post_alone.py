@@ -183,3 +183,16 @@ def test_a_database_out_of_reach_is_sqlalchemys_error_as_for_a_unit_of_work(now:
             post_alone(make_session_factory(engine), transfer(1, 2, 1), now=now)
     finally:
         engine.dispose()
+
+
+def test_an_entry_larger_than_the_socket_buffers_goes_through_whole(
+    factory: sessionmaker[Session], now: datetime
+) -> None:
+    a, b = _pair(factory)
+    base = transfer(a, b, 1)
+    memo = "x" * 3_000_000  # the message is sent in parts, waiting for the socket between them
+    draft = EntryDraft(base.key, base.postings, now, description=memo, metadata={"memo": memo})
+    entry = post_alone(factory, draft, now=now)
+    with factory() as s:
+        stored = journal.get_entry(s, entry.id)
+    assert (stored.description, stored.metadata) == (memo, {"memo": memo})
