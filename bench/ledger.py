@@ -39,8 +39,7 @@ import psycopg
 from sqlalchemy.orm import Session
 
 from bench.common import fmt, pgbench_database, pgbench_tps, scratch_database, spread, to_libpq
-from ledger import AccountType, EntryDraft, JournalEntry, Posting, atomic, journal
-from ledger.atomic import post_alone
+from ledger import AccountType, EntryDraft, JournalEntry, Posting, atomic, journal, post_alone
 from upah.db import make_engine, make_session_factory, retrying
 
 

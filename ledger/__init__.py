@@ -4,7 +4,7 @@ Knows nothing of orders, HTTP or queues. The public API is what this module expo
 """
 
 from ledger.accounts import Account, AccountStatus, AccountType, Balance, sign
-from ledger.atomic import atomic, retrying
+from ledger.atomic import atomic, post_alone, retrying
 from ledger.entries import EntryDraft, JournalEntry, Posting
 from ledger.errors import LedgerError
 from ledger.holds import Hold, HoldStatus
@@ -24,6 +24,7 @@ __all__ = [
     "Posting",
     "atomic",
     "parse_amount",
+    "post_alone",
     "ratio_split",
     "retrying",
     "round_minor",

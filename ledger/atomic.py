@@ -81,8 +81,7 @@ def post_alone(
 
 def _post_committed(engine: Engine, draft: EntryDraft, now: datetime) -> JournalEntry | None:
     with engine.connect() as connection:  # failing to connect is SQLAlchemy's error, as for a session
-        driver = Driver(connection.connection.dbapi_connection, engine.dialect, connection.invalidate)
-        return journal.post_committed(driver, draft, now=now)
+        return journal.post_committed(Driver.of_connection(connection), draft, now=now)
 
 
 def _retried(work: Callable[[], T], attempts: int) -> T:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,10 @@ class Driver:
     @classmethod
     def of(cls, session: Session) -> Driver:
         """The connection of the session's transaction."""
-        connection = session.connection()
+        return cls.of_connection(session.connection())
+
+    @classmethod
+    def of_connection(cls, connection: Connection) -> Driver:
         return cls(connection.connection.dbapi_connection, connection.dialect, connection.invalidate)
 
     def text(self, value: str, of: str = "text") -> str:

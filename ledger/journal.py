@@ -566,6 +566,7 @@ def _entry_literals(
 
 
 def _posted(entry_id: int, draft: EntryDraft, *, now: datetime, reverses_id: int | None) -> JournalEntry:
+    """The entry just written from ``draft``, without reading it back."""
     return JournalEntry(
         entry_id,
         draft.key,
@@ -710,16 +711,7 @@ def _post(
         ],
     )
     _apply_deltas(session, accounts, deltas)
-    return JournalEntry(
-        id=entry_id,
-        key=draft.key,
-        postings=draft.postings,
-        effective_at=draft.effective_at,
-        created_at=now,
-        description=draft.description,
-        metadata=dict(draft.metadata),
-        reverses_id=reverses_id,
-    )
+    return _posted(entry_id, draft, now=now, reverses_id=reverses_id)
 
 
 def _check_moment(now: datetime) -> None:

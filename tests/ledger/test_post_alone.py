@@ -13,8 +13,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import AccountType, EntryDraft, Posting, atomic, journal
-from ledger.atomic import post_alone
+from ledger import AccountType, EntryDraft, Posting, atomic, journal, post_alone
 from ledger.errors import (
     AccountNotFound,
     ConcurrencyExhausted,
