@@ -21,8 +21,15 @@ Run: .venv/bin/python bench/api.py [--seconds 10] [--runs 3] [--clients 16] [--s
   that rate in ``bench/ledger.py``; a confirmation cannot use it, as it writes more than
   the entry in its transaction.
 
-Each repetition measures the baseline and then the figure back to back; the ratio is taken
-per repetition, and medians and ranges are printed. Target: ratio ≥ 0.4. Everything
+- Floor: the cheapest authenticated request, ``GET /v1/deliveries/{id}`` by the same clients
+  and key (authenticate, read the delivery, check that its order is the buyer's, answer it).
+  A confirmation does all of that and posts an entry besides, so with every process sharing
+  the same saturated cores it costs at least a read's machine time plus a bare post's; the
+  ratio can then be no higher than ``1 / (1 + ledger rate / read rate)``, printed as the
+  ceiling of the ratio on this machine and stack.
+
+Each repetition measures the baseline, the figure and the floor back to back; the ratio is
+taken per repetition, and medians and ranges are printed. Target: ratio ≥ 0.4. Everything
 (PostgreSQL, the API's processes, the client process, the baseline's workers) shares the
 machine's 2 cores.
 
@@ -171,6 +178,10 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
     raise RuntimeError("the API did not start")
 
 
+CONFIRM = ("POST", "/v1/deliveries/{}/confirm")
+READ = ("GET", "/v1/deliveries/{}")
+
+
 def _clients(
     port: int,
     token: str,
@@ -179,10 +190,12 @@ def _clients(
     warmup: int,
     seconds: float,
     queue: mp.Queue[tuple[int, int, dict[int, int], bool]],
+    request: tuple[str, str] = CONFIRM,
 ) -> None:
-    """In its own process: ``clients`` threads confirming ``ids`` in turn over keep-alive
-    connections; the first ``warmup`` confirmations are not counted. Also says whether
-    ``ids`` ran out before the time was up (then the clients idled and the rate is too low)."""
+    """In its own process: ``clients`` threads sending ``request`` (a method and a path with
+    a place for the delivery id) for ``ids`` in turn over keep-alive connections; the first
+    ``warmup`` answers are not counted. Also says whether ``ids`` ran out before the time was
+    up (then the clients idled and the rate is too low)."""
     lock = threading.Lock()
     todo = iter(ids)
     started = threading.Event()
@@ -191,7 +204,8 @@ def _clients(
     others: dict[int, int] = {}
     taken = [0]
     ran_out = threading.Event()
-    body = json.dumps({"accepted": 1, "rejected": 0})
+    method, path = request
+    body = json.dumps({"accepted": 1, "rejected": 0}) if method == "POST" else None
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def client() -> None:
@@ -206,7 +220,7 @@ def _clients(
                 ran_out.set()
                 started.set()
                 break
-            conn.request("POST", f"/v1/deliveries/{delivery_id}/confirm", body=body, headers=headers)
+            conn.request(method, path.format(delivery_id), body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             if started.is_set() and not stop.is_set():
@@ -235,16 +249,23 @@ def _clients(
     queue.put((done, round(elapsed * 1e6), errors, ran_out.is_set()))
 
 
-def confirmations_per_second(
-    port: int, token: str, ids: list[int], clients: int, seconds: float
+def requests_per_second(
+    port: int, token: str, ids: list[int], clients: int, seconds: float, request: tuple[str, str] = CONFIRM
 ) -> tuple[float, dict[int, int], bool]:
     """The rate, non-200 answers by status, and whether the deliveries ran out too early."""
     queue: mp.Queue[tuple[int, int, dict[int, int], bool]] = mp.Queue()
-    proc = mp.Process(target=_clients, args=(port, token, ids, clients, 4 * clients, seconds, queue))
+    proc = mp.Process(target=_clients, args=(port, token, ids, clients, 4 * clients, seconds, queue, request))
     proc.start()
     done, elapsed_us, errors, ran_out = queue.get()
     proc.join()
     return done / (elapsed_us / 1e6), errors, ran_out
+
+
+def ceiling(ledger_rate: float, read_rate: float) -> float:
+    """The highest ratio a confirmation could reach, were it to cost no more than an
+    authenticated read and a bare ledger post: machine time per confirmation at least
+    1/read_rate + 1/ledger_rate, with every process sharing the same saturated cores."""
+    return 1 / (1 + ledger_rate / read_rate)
 
 
 def main() -> None:
@@ -283,6 +304,8 @@ def main() -> None:
         baselines: list[float] = []
         figures: list[float] = []
         ratios: list[float] = []
+        reads: list[float] = []
+        ceilings: list[float] = []
         errors: dict[int, int] = {}
         try:
             cursor = 0
@@ -290,14 +313,21 @@ def main() -> None:
                 baselines.append(upah_tps(url, accounts, 8, args.seconds))
                 share = ids[cursor : cursor + len(ids) // args.runs]
                 cursor += len(share)
-                figure, run_errors, ran_out = confirmations_per_second(
+                figure, run_errors, ran_out = requests_per_second(
                     port, token, share, args.clients, args.seconds
                 )
                 figures.append(figure)
                 ratios.append(figure / baselines[-1])
-                for status, n in run_errors.items():
+                read, read_errors, _ = requests_per_second(port, token, ids, args.clients, args.seconds, READ)
+                reads.append(read)
+                ceilings.append(ceiling(baselines[-1], read))
+                for status, n in [*run_errors.items(), *read_errors.items()]:
                     errors[status] = errors.get(status, 0) + n
-                print(f"  repetition {run}/{args.runs}: {baselines[-1]:,.0f} vs {figure:,.0f}", flush=True)
+                print(
+                    f"  repetition {run}/{args.runs}: ledger {baselines[-1]:,.0f}, confirmations"
+                    f" {figure:,.0f}, reads {read:,.0f}",
+                    flush=True,
+                )
                 if ran_out:
                     print(
                         "  the seeded deliveries ran out before the time was up: this figure is a lower"
@@ -311,7 +341,13 @@ def main() -> None:
     print(f"{'baseline: ledger post(), 8 workers':<44}: {fmt(spread(baselines), 'entries/s')}")
     label = f"HTTP confirmations, {args.clients} clients"
     print(f"{label:<44}: {fmt(spread(figures), 'confirmations/s')}")
+    print(f"{'authenticated reads (GET delivery)':<44}: {fmt(spread(reads), 'reads/s')}")
     print(f"ratio to the ledger's own rate: {med:.2f} (range {lo:.2f}–{hi:.2f}); target >= 0.4")
+    c_med, c_lo, c_hi = spread(ceilings)
+    print(
+        f"ceiling of that ratio (a read and a bare post per confirmation): {c_med:.2f}"
+        f" (range {c_lo:.2f}–{c_hi:.2f})"
+    )
     if errors:
         print(f"non-200 answers (not counted): {errors}")
 
