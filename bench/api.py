@@ -3,8 +3,9 @@ single-entry posting rate measured in the same run.
 
 Run: .venv/bin/python bench/api.py [--seconds 10] [--runs 3] [--clients 16] [--server-workers 2]
 
-- Server: uvicorn (uvloop + httptools, i.e. ``uvicorn[standard]``; no access log) serving
-  ``api.main:serve_app`` with ``--server-workers`` processes on a scratch PostgreSQL database.
+- Server: ``upah serve --workers`` (uvicorn with uvloop and httptools, each process on its
+  own ``SO_REUSEPORT`` socket; one JSON log line per request) with ``--server-workers``
+  processes on a scratch PostgreSQL database.
   Two, one per core, is what a deployment on this machine would run: interleaved runs with
   1, 3 and 4 workers did no better, as PostgreSQL and the clients need the same two cores.
 - Figure: ``--clients`` concurrent keep-alive clients (threads with ``http.client`` in one
@@ -139,26 +140,7 @@ def seed(url: str, keyring: pii.Keyring, count: int) -> tuple[str, list[int]]:
 
 def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.main:serve_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "upah.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -169,12 +169,37 @@ def keys_rotate(
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="API processes, each listening on its own socket (SO_REUSEPORT) so that "
+            "connections spread over them; more than one needs REDIS_URL and "
+            "UPAH_SANDBOX_PROVIDER_URL.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API and dashboard. On the embedded default (no REDIS_URL) also a Celery worker
     (a child process, on a broker that needs no server) and the sandbox provider under /sandbox."""
     import uvicorn
 
+    from upah import serving
+
     settings = get_settings()
+    if workers > 1:
+        if settings.is_embedded or settings.upah_sandbox_provider_url is None:
+            err.print(
+                "[red]--workers above 1 needs a broker (REDIS_URL) and the sandbox provider in a "
+                "process of its own (upah sandbox-provider, UPAH_SANDBOX_PROVIDER_URL): the embedded "
+                "default's worker and sandbox live in the one API process[/red]"
+            )
+            raise typer.Exit(2)
+        try:
+            raise typer.Exit(serving.serve("api.main:serve_app", host=host, port=port, workers=workers))
+        except serving.AddressInUse as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
     worker = None
     if settings.is_embedded:
         upgrade(settings.database_url)
