@@ -48,6 +48,7 @@ from integrations.providers.base import (
     TransferStatus,
 )
 from ledger import EntryDraft, Posting, atomic, journal
+from ledger.errors import InsufficientFunds
 from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
 from payments.payout_states import PayoutStatus, RunStatus, transition
@@ -370,6 +371,9 @@ class Dispatcher:
             if outcome == "resend":  # a status answer that comes as a callback (M-Pesa's)
                 assert row is not None
                 self._never_received_in(s, row, source="callback", now=now)
+            if outcome == "conflict":
+                assert row is not None
+                self._freeze_in(s, row, source="callback", now=now)
             if outcome != "apply":
                 return outcome
             assert row is not None
@@ -651,6 +655,8 @@ class Dispatcher:
             if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
                 self._succeed_in(s, row, source, now)
                 return PayoutStatus.SUCCEEDED
+            if status is PayoutStatus.FAILED:
+                self._freeze_in(s, row, source=source, now=now)
             return status
         if result.status is TransferStatus.FAILED:
             if status in (PayoutStatus.SUBMITTED, PayoutStatus.UNKNOWN):
@@ -741,6 +747,44 @@ class Dispatcher:
             .values(failure_code=code, failure_reason=reason[:500])
         )
         self._finish_in(s, row, PayoutStatus.FAILED, source, now, {"code": code})
+
+    def _freeze_in(self, s: Session, row: Row[Any], *, source: str, now: datetime) -> None:
+        """The provider says it paid a payout that failed, whose money went back to her earnings:
+        hold that much of them, so that no later run pays it a second time, until reconciliation
+        finds which answer was true (the hold's key names the payout; its history says why).
+        The payout stays ``failed``: the ledger follows our records, the hold keeps the money."""
+        try:
+            journal.place_hold(
+                s,
+                key=f"payout:{row.id}:conflict",
+                account_id=row.earned_account_id,
+                amount=row.amount,
+                now=now,
+                metadata={"kind": "payout_conflict", "payout_id": row.id},
+            )
+            held = True
+        except InsufficientFunds:
+            held = False
+            log.error(
+                "payout %s: the provider says it paid after it failed, and her earnings no longer "
+                "hold the amount: it may have been paid twice; reconcile it",
+                row.id,
+            )
+        else:
+            log.error(
+                "payout %s: the provider says it paid after it failed; the amount is held from her "
+                "earnings until reconciliation settles it",
+                row.id,
+            )
+        record_event(
+            s,
+            payout_id=row.id,
+            from_status=PayoutStatus.FAILED,
+            to_status=PayoutStatus.FAILED,
+            source=source,
+            detail={"conflict": "the provider says it paid", "amount_held": held},
+            now=now,
+        )
 
     def _reverse_in(self, s: Session, row: Row[Any], source: str, now: datetime) -> None:
         transition(PayoutStatus(row.status), target=PayoutStatus.REVERSED)

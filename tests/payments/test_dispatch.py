@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import signatures
-from integrations.providers.base import InvalidCallback
+from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
 from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic, journal, reports
 from payments import outbox, parties, payouts
@@ -303,6 +303,69 @@ def test_a_callback_for_an_unknown_payout_is_recorded_not_dropped(
             select(ProviderCallbackRow).where(ProviderCallbackRow.event_id == "evt-stranger")
         ).scalar_one()
         assert row.outcome == "unknown_payout"
+
+
+def _failed_then_paid(
+    factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer, worker: int
+) -> payouts.Payout:
+    """A payout the provider failed by callback, its money back in her earnings."""
+    earn(factory, buyer, worker, 50_000)
+    payout = run(factory, buyer).payouts[0]
+    dispatcher.dispatch(payout.id)
+    key = key_of(factory, payout.id)
+    headers, raw = signed(callback_body(payout.id, key, "failed", 50_000, f"evt-failed-{payout.id}"))
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
+    assert earned(factory, buyer, worker) == 50_000
+    return payout
+
+
+def test_a_success_callback_after_a_failure_holds_the_amount_so_no_later_run_pays_it_twice(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
+    )
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "conflict"
+    assert earned(pg_factory, buyer, worker) == 0
+    assert run(pg_factory, buyer).count == 0
+    with pg_factory() as s:
+        found = payouts.get(s, principal=buyer.principal, payout_id=payout.id)
+        assert found.status is PayoutStatus.FAILED
+        hold = journal.find_hold_by_key(s, f"payout:{payout.id}:conflict")
+        assert hold is not None and hold.amount == 50_000
+        assert reports.check_integrity(s) == []
+
+
+def test_a_status_answer_of_success_for_a_payout_failed_meanwhile_holds_the_amount(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    """The status query went out while the payout was submitted; a failure callback was
+    applied before its answer (succeeded) came back to be applied."""
+    worker = make_worker(pg_factory, buyer)
+    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    answer = TransferResult(TransferStatus.SUCCEEDED, f"sbx-{payout.id}", raw_status="succeeded")
+    assert dispatcher._apply(payout.id, answer, source="status") is PayoutStatus.FAILED
+    assert earned(pg_factory, buyer, worker) == 0
+    assert run(pg_factory, buyer).count == 0
+    with pg_factory() as s:
+        assert reports.check_integrity(s) == []
+
+
+def test_a_success_after_a_failure_whose_money_is_already_held_again_is_only_recorded(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    assert run(pg_factory, buyer).count == 1  # a new payout holds the returned money
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
+    )
+    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "conflict"
+    with pg_factory() as s:
+        assert journal.find_hold_by_key(s, f"payout:{payout.id}:conflict") is None
+        assert reports.check_integrity(s) == []
 
 
 def test_a_stale_pending_callback_after_success_changes_nothing(
