@@ -118,6 +118,22 @@ def test_the_trial_balance_balances_and_carries_the_integrity_check(
     assert all(a["debits"]["amount"] == "0" for a in past.json()["accounts"])
 
 
+def test_an_organisations_auditor_sees_totals_of_its_own_accounts_not_the_whole_books(
+    client: TestClient, admin: Actor, buyer: Actor, other_buyer: Actor, auditor: Actor
+) -> None:
+    earn(client, buyer)
+    earn(client, other_buyer)
+    body = client.get("/v1/ledger/trial-balance", headers=auditor.headers).json()
+    [idr] = [t for t in body["totals"] if t["currency"] == "IDR"]
+    listed = [a for a in body["accounts"] if a["currency"] == "IDR"]
+    assert idr["debits"]["amount"] == str(sum(int(a["debits"]["amount"]) for a in listed))
+    assert idr["credits"]["amount"] == str(sum(int(a["credits"]["amount"]) for a in listed))
+    whole = client.get("/v1/ledger/trial-balance", headers=admin.headers).json()
+    [all_idr] = [t for t in whole["totals"] if t["currency"] == "IDR"]
+    assert idr["credits"] != all_idr["credits"]
+    assert body["balanced"] is True and idr["balanced"] is True  # the whole book's, without its amounts
+
+
 def test_a_statement_has_opening_lines_running_and_closing_balance(
     client: TestClient, admin: Actor, buyer: Actor
 ) -> None:
