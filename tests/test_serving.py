@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from upah.cli import app as cli
+from upah.cli import public_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,3 +216,58 @@ def test_upah_serve_with_two_workers_answers_and_counts_every_workers_requests_i
         process.terminate()
         process.communicate(timeout=60)
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8123"),
+        ("0.0.0.0", "http://127.0.0.1:8123"),  # noqa: S104 - the address a server is told to bind
+        ("::", "http://[::1]:8123"),
+        ("localhost", "http://localhost:8123"),
+    ],
+)
+def test_the_public_url_is_where_this_machine_reaches_the_server(host: str, url: str) -> None:
+    assert public_url(host, 8123) == url
+
+
+def test_serve_on_another_port_tells_the_worker_and_providers_that_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without it the embedded worker sent payouts to the sandbox at :8000, where nothing listened."""
+    import uvicorn
+
+    from upah.settings import get_settings
+
+    seen: dict[str, str] = {}
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")  # no worker process to start here
+    monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("UPAH_PUBLIC_URL", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.update(url=get_settings().upah_public_url))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", "18765"])
+        assert result.exit_code == 0, result.output
+        assert seen["url"] == "http://127.0.0.1:18765"
+        assert os.environ["UPAH_PUBLIC_URL"] == "http://127.0.0.1:18765"
+    finally:
+        os.environ.pop("UPAH_PUBLIC_URL", None)
+        get_settings.cache_clear()
+
+
+def test_serve_keeps_a_public_url_the_operator_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
+    from upah.settings import get_settings
+
+    seen: dict[str, str] = {}
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UPAH_PUBLIC_URL", "https://upah.example.org")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.update(url=get_settings().upah_public_url))
+    get_settings.cache_clear()
+    try:
+        assert CliRunner().invoke(cli, ["serve", "--port", "18765"]).exit_code == 0
+        assert seen["url"] == "https://upah.example.org"
+    finally:
+        get_settings.cache_clear()

@@ -186,6 +186,11 @@ def serve(
 
     from upah import serving
 
+    if "upah_public_url" not in get_settings().model_fields_set:
+        # Callbacks, and on the embedded default the worker's calls to the mounted sandbox,
+        # reach this server where it listens (the worker and the workers inherit this).
+        os.environ["UPAH_PUBLIC_URL"] = public_url(host, port)
+        get_settings.cache_clear()
     settings = get_settings()
     if workers > 1:
         if settings.is_embedded or settings.upah_sandbox_provider_url is None:
@@ -210,6 +215,15 @@ def serve(
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+def public_url(host: str, port: int) -> str:
+    """The address a server listening on ``host:port`` is reached at from this machine."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 - naming the wildcard, not binding to it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @app.command("worker")
