@@ -125,7 +125,7 @@ def payslip(p: statements.Payslip) -> s.PayslipRead:
             for o in p.orders
         ],
         adjustments=[adjustment(a) for a in p.adjustments],
-        payouts=p.payouts,
+        payouts=[s.PayslipPayoutRead(**{**line, "amount": money(line["amount"])}) for line in p.payouts],
         closing_balance=money(p.closing_balance),
         totals={k: money(v) for k, v in p.totals.items()},
     )

@@ -281,6 +281,15 @@ class PayslipOrderRead(BaseModel):
     meets_benchmark: bool
 
 
+class PayslipPayoutRead(BaseModel):
+    id: int
+    date: str
+    amount: Money
+    status: str
+    reference: str
+    failure_reason: str | None
+
+
 class PayslipRead(BaseModel):
     homeworker_id: int
     name: str
@@ -290,7 +299,7 @@ class PayslipRead(BaseModel):
     opening_balance: Money
     orders: list[PayslipOrderRead]
     adjustments: list[AdjustmentRead]
-    payouts: list[dict[str, Any]]
+    payouts: list[PayslipPayoutRead]
     closing_balance: Money
     totals: dict[str, Money]
 

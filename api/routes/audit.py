@@ -564,7 +564,31 @@ def pilot_report(
         )
     if format == "csv":
         return _download(pilot_reports.pilot_csv(report), CSV, "pilot-report.csv")
-    return report.as_dict()
+    return _pilot_json(report.as_dict())
+
+
+_PILOT_MONEY = ("agreed", "received", "owed", "earnings_meeting_benchmark")
+
+
+def _pilot_json(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its money as the API gives money: ``{"amount": "…", "currency": …}``."""
+
+    def group(figures: dict[str, Any]) -> dict[str, Any]:
+        return {k: money(v).model_dump() if k in _PILOT_MONEY else v for k, v in figures.items()}
+
+    def counted(figures: dict[str, Any]) -> dict[str, Any]:
+        return {**figures, "amount": money(figures["amount"]).model_dump()}
+
+    paid = report["payouts"]
+    return {
+        **report,
+        "total": group(report["total"]),
+        **{name: [group(g) for g in report[name]] for name in ("by_region", "by_buyer", "by_intermediary")},
+        "payouts": {
+            **counted(paid),
+            "by_status": {status: counted(v) for status, v in paid["by_status"].items()},
+        },
+    }
 
 
 @router.get("/v1/reports/three-way", response_model=ThreeWayRead, response_model_by_alias=True)

@@ -66,6 +66,15 @@ def test_a_buyer_creates_its_own_run_with_an_empty_body(client: TestClient, buye
     ]
 
 
+def test_the_payslip_lists_a_payout_with_its_amount_as_money(client: TestClient, buyer: Actor) -> None:
+    worker = earn(client, buyer)
+    assert create(client, buyer).status_code == 201
+    slip = client.get(f"/v1/homeworkers/{worker['id']}/payslip", headers=buyer.headers)
+    assert slip.status_code == 200, slip.text
+    [payout] = slip.json()["payouts"]
+    assert payout["amount"] == {"amount": "20000", "currency": "IDR"}
+
+
 def test_a_buyer_naming_its_own_organisation_creates_its_run(client: TestClient, buyer: Actor) -> None:
     worker = earn(client, buyer)
     r = create(client, buyer, {"buyer_id": buyer.organization_id})

@@ -381,7 +381,13 @@ def test_the_pilot_report_in_json_and_csv(
     r = client.get("/v1/reports/pilot", headers=auditor.headers)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["total"]["agreed"] > 0 and body["total"]["received"] == 0
+    assert int(body["total"]["agreed"]["amount"]) > 0
+    assert body["total"]["received"] == {"amount": "0", "currency": "IDR"}
+    assert body["payouts"]["amount"] == {"amount": "0", "currency": "IDR"}
+    assert all(
+        v["amount"] == {"amount": "0", "currency": "IDR"} for v in body["payouts"]["by_status"].values()
+    )
+    assert body["by_buyer"][0]["agreed"] == body["total"]["agreed"]
     assert body["total"]["leakage"] == "1.0000"
     assert [g["key"] for g in body["by_buyer"]] == [str(buyer.organization_id)]
     as_csv = client.get("/v1/reports/pilot", params={"format": "csv"}, headers=buyer.headers)
