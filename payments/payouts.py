@@ -187,6 +187,48 @@ def approve_run(session: Session, *, principal: Principal, run_id: int, now: dat
     return get_run(session, principal=principal, run_id=run_id)
 
 
+def reject_run(session: Session, *, principal: Principal, run_id: int, now: datetime) -> PayoutRun:
+    """A run awaiting approval that will not be approved: its payouts fail as never sent
+    (``run_rejected``) and what they held goes back — her earnings to be paid in a later
+    run, the buyer's fees to its available balance. Without this a run nobody approved kept
+    her money held for ever. A buyer key of the organisation (the checker, or the maker
+    withdrawing it) or an admin key may reject it; the run is then complete."""
+    principal.require(Role.BUYER, Role.ADMIN)
+    run = _run_row(session, principal, run_id, for_update=True)
+    if run.status != RunStatus.AWAITING_APPROVAL.value:
+        raise InvalidState(f"run is {run.status}, not awaiting approval", status=run.status)
+    rows = session.execute(
+        select(_payouts).where(_payouts.c.run_id == run_id).order_by(_payouts.c.id).with_for_update()
+    ).all()
+    for row in rows:
+        for hold_id in (row.hold_id, row.fee_hold_id):
+            if hold_id is not None:
+                journal.void_hold(session, hold_id=hold_id, now=now)
+    session.execute(
+        update(_payouts)
+        .where(_payouts.c.run_id == run_id)
+        .values(
+            status=PayoutStatus.FAILED.value,
+            failure_code="run_rejected",
+            failure_reason="the run was rejected before it was approved; nothing was sent",
+            settled_at=now,
+            updated_at=now,
+        )
+    )
+    record_events(
+        session,
+        [
+            Event(row.id, PayoutStatus.CREATED, PayoutStatus.FAILED, "rejected", {"by_key": principal.key_id})
+            for row in rows
+        ],
+        now=now,
+    )
+    session.execute(
+        update(_runs).where(_runs.c.id == run_id).values(status=RunStatus.COMPLETED.value, completed_at=now)
+    )
+    return get_run(session, principal=principal, run_id=run_id)
+
+
 def get_run(session: Session, *, principal: Principal, run_id: int) -> PayoutRun:
     row = _run_row(session, principal, run_id)
     payouts = [

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
+from ledger import reports
 from payments.parties import Role
 from tests.api.conftest import Actor, amount, confirm, deliver, make_key, post_order, register, settings_for
 
@@ -204,3 +205,47 @@ def test_an_auditor_cannot_create_a_run_for_a_buyer(
     auditor = make_key(pg_factory, Role.AUDITOR)
     r = create(client, auditor, {"buyer_id": buyer.organization_id})
     assert r.status_code == 403, r.text
+
+
+# --- rejecting a run awaiting approval -------------------------------------------------------------
+
+
+def test_a_rejected_run_releases_her_earnings_to_the_next_run_and_the_buyers_fees(
+    strict: TestClient, buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    worker = earn(strict, buyer)
+    balance_before = strict.get(f"/v1/organizations/{buyer.organization_id}/balance", headers=buyer.headers)
+    run = create(strict, buyer).json()
+    assert run["status"] == "awaiting_approval"
+    r = strict.post(f"/v1/payout-runs/{run['id']}/reject", headers=buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    assert [p["status"] for p in r.json()["payouts"]] == ["failed"]
+    after = strict.get(f"/v1/organizations/{buyer.organization_id}/balance", headers=buyer.headers)
+    assert after.json() == balance_before.json()
+    again = create(strict, buyer).json()
+    assert [(p["homeworker_id"], amount(p["amount"])) for p in again["payouts"]] == [(worker["id"], 20_000)]
+    with pg_factory() as s:
+        assert reports.check_integrity(s) == []
+
+
+def test_a_run_being_dispatched_cannot_be_rejected(client: TestClient, buyer: Actor) -> None:
+    earn(client, buyer)
+    run = create(client, buyer).json()
+    assert run["status"] == "dispatching"
+    r = client.post(f"/v1/payout-runs/{run['id']}/reject", headers=buyer.headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
+
+
+def test_another_buyer_cannot_reject_a_run_and_an_auditor_may_not(
+    strict: TestClient, buyer: Actor, other_buyer: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    earn(strict, buyer)
+    run = create(strict, buyer).json()
+    other = strict.post(f"/v1/payout-runs/{run['id']}/reject", headers=other_buyer.headers)
+    assert other.status_code == 404
+    auditor = make_key(pg_factory, Role.AUDITOR, buyer.organization_id)
+    assert strict.post(f"/v1/payout-runs/{run['id']}/reject", headers=auditor.headers).status_code == 403
+    assert strict.get(f"/v1/payout-runs/{run['id']}", headers=buyer.headers).json()["status"] == (
+        "awaiting_approval"
+    )
