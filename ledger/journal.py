@@ -354,6 +354,17 @@ def place_holds(session: Session, requests: Sequence[HoldRequest], *, now: datet
     return [int(r.id) for r in rows]
 
 
+def lock_accounts(session: Session, account_ids: Iterable[int]) -> None:
+    """Lock accounts, in the ledger's one order (by id), for the rest of the transaction.
+
+    For a unit of work that writes rows referring to accounts (a foreign key takes a share
+    lock on each) before it posts or holds on them: taking the lowest-numbered accounts it
+    will need first keeps it in the order every posting takes, so that it cannot deadlock
+    with one.
+    """
+    _lock_accounts(session, account_ids)
+
+
 def capture_hold(session: Session, *, hold_id: int, draft: EntryDraft, now: datetime) -> JournalEntry:
     """Post ``draft`` against the hold; it must take at most the held amount from the held account.
 

@@ -115,6 +115,10 @@ def create_run(
     buyer = _run_buyer(session, principal=principal, buyer_id=buyer_id)
     buyer_id = buyer.id
     assert buyer.available_account_id is not None
+    # The buyer's account (opened before any of her earnings accounts) first: the payouts
+    # written below take share locks on her accounts, and an advance or a recovery locks the
+    # buyer's account and then hers; taken the other way round, the two deadlocked.
+    journal.lock_accounts(session, [buyer.available_account_id])
     owed = session.execute(
         select(
             _earnings.c.homeworker_id,
@@ -425,33 +429,24 @@ def _create_payouts(
             ],
         )
     ]
-    holds = journal.place_holds(
-        session,
-        [
-            journal.HoldRequest(
-                f"payout:{pid}:earned", row.account_id, int(row.free), metadata={"payout_id": pid}
-            )
-            for pid, row in zip(ids, owed, strict=True)
-        ],
-        now=now,
-    )
-    fee_holds: list[int | None] = [None] * len(ids)
-    if policy.fee_per_payout:
-        fee_holds = list(
-            journal.place_holds(
-                session,
-                [
-                    journal.HoldRequest(
-                        f"payout:{pid}:fee",
-                        buyer_available,
-                        policy.fee_per_payout,
-                        metadata={"payout_id": pid},
-                    )
-                    for pid in ids
-                ],
-                now=now,
-            )
+    # Her earnings and the buyer's fees are held in one call, which locks every account in
+    # the ledger's one order (by id), as every posting does.
+    requests = [
+        journal.HoldRequest(
+            f"payout:{pid}:earned", row.account_id, int(row.free), metadata={"payout_id": pid}
         )
+        for pid, row in zip(ids, owed, strict=True)
+    ]
+    if policy.fee_per_payout:
+        requests += [
+            journal.HoldRequest(
+                f"payout:{pid}:fee", buyer_available, policy.fee_per_payout, metadata={"payout_id": pid}
+            )
+            for pid in ids
+        ]
+    placed = journal.place_holds(session, requests, now=now)
+    holds = placed[: len(ids)]
+    fee_holds: list[int | None] = list(placed[len(ids) :]) if policy.fee_per_payout else [None] * len(ids)
     session.execute(
         update(_payouts)
         .where(_payouts.c.id == bindparam("pid"))
