@@ -149,6 +149,10 @@ class HomeworkerBalanceRead(BaseModel):
     awaiting_confirmation_pieces: int
 
 
+class WalletRegistration(Request):
+    registered: bool
+
+
 class PinResetRead(BaseModel):
     homeworker_id: int
     pin_cleared: bool

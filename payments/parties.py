@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, exists, func, insert, select
+from sqlalchemy import Row, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from integrations import phones
@@ -362,6 +362,20 @@ def link(session: Session, *, homeworker_id: int, organization_id: int, now: dat
             insert(_links),
             {"homeworker_id": homeworker_id, "organization_id": organization_id, "created_at": now},
         )
+
+
+def set_wallet_registered(
+    session: Session, *, principal: Principal, homeworker_id: int, registered: bool
+) -> None:
+    """Record that her wallet is (or is no longer) a registered one, as an organisation she
+    works with has seen: a registered wallet takes Rp 20,000,000, an unregistered one Rp
+    2,000,000 (DOMAIN.md). A payout refused for the lower limit fails and stays owed; the next
+    run, after she upgrades, pays her."""
+    principal.require(Role.ADMIN, Role.BUYER, Role.INTERMEDIARY)
+    check_visible(session, principal=principal, homeworker_id=homeworker_id)
+    session.execute(
+        update(_workers).where(_workers.c.id == homeworker_id).values(wallet_registered=registered)
+    )
 
 
 def check_visible(session: Session, *, principal: Principal, homeworker_id: int) -> None:

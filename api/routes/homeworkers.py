@@ -70,6 +70,22 @@ def reset_pin(homeworker_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: 
     return s.PinResetRead(homeworker_id=done.homeworker_id, pin_cleared=done.reset)
 
 
+@router.put("/{homeworker_id}/wallet/registration", response_model=s.HomeworkerRead)
+def set_wallet_registration(
+    homeworker_id: s.IdParam, body: s.WalletRegistration, who: PrincipalDep, rt: RuntimeDep
+) -> s.HomeworkerRead:
+    """Her wallet is registered (it takes Rp 20,000,000, not Rp 2,000,000): a payout refused
+    for the lower limit is paid by the next run."""
+    with rt.transaction() as session:
+        parties.set_wallet_registered(
+            session, principal=who, homeworker_id=homeworker_id, registered=body.registered
+        )
+        worker = parties.get_homeworker(
+            session, principal=who, keyring=rt.keyring, homeworker_id=homeworker_id
+        )
+    return convert.homeworker(worker)
+
+
 @router.post("/{homeworker_id}/adjustments", status_code=201, response_model=s.AdjustmentRead)
 def add_adjustment(
     homeworker_id: s.IdParam, body: s.AdjustmentCreate, who: PrincipalDep, rt: RuntimeDep, now: NowDep

@@ -110,3 +110,28 @@ def test_a_buyer_cannot_register_her_with_another_organisation(
     }
     r = client.post("/v1/homeworkers", json=body, headers=buyer.headers)
     assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "organization_id"
+
+
+def test_an_organisation_she_works_with_records_that_her_wallet_is_registered(
+    client: TestClient, buyer: Actor
+) -> None:
+    worker = register(client, buyer)
+    assert worker["wallet"]["registered"] is False
+    path = f"/v1/homeworkers/{worker['id']}/wallet/registration"
+    r = client.put(path, json={"registered": True}, headers=buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["wallet"]["registered"] is True
+    shown = client.get(f"/v1/homeworkers/{worker['id']}", headers=buyer.headers).json()
+    assert shown["wallet"]["registered"] is True
+
+
+def test_another_organisation_cannot_mark_her_wallet_and_a_bad_body_is_refused(
+    client: TestClient, buyer: Actor, other_buyer: Actor
+) -> None:
+    worker = register(client, buyer)
+    path = f"/v1/homeworkers/{worker['id']}/wallet/registration"
+    assert client.put(path, json={"registered": True}, headers=other_buyer.headers).status_code == 404
+    refused = client.put(path, json={"registered": "maybe"}, headers=buyer.headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "validation_error"
+    shown = client.get(f"/v1/homeworkers/{worker['id']}", headers=buyer.headers).json()
+    assert shown["wallet"]["registered"] is False

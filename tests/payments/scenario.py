@@ -71,12 +71,8 @@ def make_worker(
             now=now,
         )
         if wallet_registered:
-            from sqlalchemy import update
-
-            from payments.tables import HomeworkerRow
-
-            s.execute(
-                update(HomeworkerRow).where(HomeworkerRow.id == worker.id).values(wallet_registered=True)
+            parties.set_wallet_registered(
+                s, principal=buyer.principal, homeworker_id=worker.id, registered=True
             )
     return worker.id
 

@@ -9,17 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+import requests
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import signatures
 from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
 from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic, journal, reports
-from payments import outbox, parties, payouts
+from payments import outbox, parties, payouts, pii
 from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus, RunStatus
-from payments.tables import PayoutRunRow
+from payments.tables import HomeworkerRow, PayoutRunRow
 from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
 from tests.sandbox import LiveSandbox
 
@@ -181,6 +182,31 @@ def test_a_payout_beyond_an_unregistered_wallets_limit_fails_before_sending_and_
         assert reports.check_integrity(s) == []
     assert earned(pg_factory, buyer, worker) == 2_500_000
     assert paid_at_sandbox(sandbox, key_of(pg_factory, payout.id)) == []
+
+
+def test_once_her_wallet_is_registered_the_next_run_pays_what_the_limit_refused(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 2_500_000)
+    assert dispatcher.dispatch(run(pg_factory, buyer).payouts[0].id) is PayoutStatus.FAILED
+    with atomic(pg_factory) as s:  # she upgrades at her provider, and shows the buyer
+        parties.set_wallet_registered(s, principal=buyer.principal, homeworker_id=worker, registered=True)
+        sealed = s.execute(
+            select(HomeworkerRow.wallet_account_enc).where(HomeworkerRow.id == worker)
+        ).scalar_one()
+    wallet = {
+        "account": pii.decrypt(KEYRING, sealed, context="homeworker.wallet"),
+        "holder_name": "Siti Aminah",
+    }
+    requests.post(
+        f"{sandbox.url}/v1/wallets", json={**wallet, "registered": True}, timeout=5
+    ).raise_for_status()
+    payout = run(pg_factory, buyer).payouts[0]
+    assert payout.amount == 2_500_000
+    dispatcher.dispatch(payout.id)
+    assert dispatcher.resolve(payout.id) is PayoutStatus.SUCCEEDED
+    assert earned(pg_factory, buyer, worker) == 0
 
 
 def test_a_provider_side_wallet_limit_failure_returns_the_money(
