@@ -4,9 +4,9 @@ An ``auditor`` key reads everything in its scope — one organisation, or the wh
 when issued without one — and writes nothing but reconciliation runs, notes on their
 exceptions, and notes on disputes. Anything outside the scope answers 404.
 
-Money leaves as ``{"amount": "25000", "currency": "IDR"}``; a balance or a movement that
-can go below zero (a statement line, an account on its wrong side) is a signed digit
-string (``"-2500"``).
+Money leaves as ``{"amount": "25000", "currency": "IDR"}``; a statement line says which
+side it posted to beside its amount; only a balance on its account's wrong side is a signed
+digit string (``"-2500"``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from api import convert
 from api.deps import NowDep, PrincipalDep, RuntimeDep
 from api.schemas import IdParam
-from ledger import export, reports
+from ledger import AccountType, export, reports, sign
 from ledger.tables import AccountRow, CheckpointRow, table_of
 from payments import audit, reconciliation
 from payments import reports as pilot_reports
@@ -93,7 +93,10 @@ class StatementLineRead(BaseModel):
     entry_id: int
     effective_at: datetime
     description: str
-    amount: MoneyOut
+    side: Literal["debit", "credit"]
+    """Which side of the account the entry posted to: with the account's type, whether it
+    raised the balance (its normal side) or lowered it."""
+    amount: MoneyOut = Field(description="digits: how much the entry posted to the account")
     running_balance: MoneyOut
 
 
@@ -239,6 +242,11 @@ def public_key(rt: RuntimeDep) -> Response:
     return Response(rt.signing_public_key, media_type="application/x-pem-file")
 
 
+def _side(account_type: AccountType, amount: int) -> Literal["debit", "credit"]:
+    """The side a movement of ``amount`` (positive: raising the balance) posted to."""
+    return "debit" if sign(account_type) * amount > 0 else "credit"
+
+
 @router.get("/v1/ledger/trial-balance", response_model=TrialBalanceRead)
 def trial_balance(
     who: PrincipalDep,
@@ -320,7 +328,8 @@ def account_statement(
                 entry_id=line.entry_id,
                 effective_at=line.effective_at,
                 description=line.description,
-                amount=money(line.amount, cur),
+                side=_side(AccountType(account.type), line.amount),
+                amount=money(abs(line.amount), cur),
                 running_balance=money(line.running_balance, cur),
             )
             for line in st.lines

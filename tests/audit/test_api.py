@@ -142,6 +142,9 @@ def test_a_statement_has_opening_lines_running_and_closing_balance(
     body = client.get(f"/v1/ledger/accounts/{available}/statement", headers=buyer.headers).json()
     assert body["opening_balance"]["amount"] == "0"
     assert body["lines"][0]["running_balance"]["amount"] == "50000000"
+    assert (body["lines"][0]["side"], body["lines"][0]["amount"]["amount"]) == ("credit", "50000000")
+    held = body["lines"][1]  # the order's hold lowers what is available
+    assert held["side"] == "debit" and held["amount"]["amount"].isdigit()
     assert body["closing_balance"] == body["lines"][-1]["running_balance"]
     later = client.get(
         f"/v1/ledger/accounts/{available}/statement",
