@@ -47,13 +47,23 @@ def db_upgrade() -> None:
     console.print("[green]database is up to date[/green]")
 
 
+def _bootstrapping_database() -> bootstrap.Database:
+    """The database for the commands that set up a fresh one (organisations, keys): on the
+    embedded default its file is created and migrated first, as ``upah serve`` does; a server
+    database is the operator's to upgrade (``upah db upgrade``)."""
+    settings = get_settings()
+    if settings.is_embedded:
+        upgrade(settings.database_url)
+    return bootstrap.database(settings)
+
+
 @org_app.command("create")
 def org_create(
     name: str,
     kind: Annotated[parties.OrganizationKind, typer.Option("--kind", help="buyer or intermediary")],
 ) -> None:
     """Create an organisation; prints its id."""
-    db = bootstrap.database(get_settings())
+    db = _bootstrapping_database()
     with atomic(db.sessions) as s:
         org = parties.create_organization(s, name=name, kind=kind, now=datetime.now(UTC))
     console.print(org.id)
@@ -67,7 +77,7 @@ def key_create(
     ] = None,
 ) -> None:
     """Mint an API key and print it once; only its hash is kept."""
-    db = bootstrap.database(get_settings())
+    db = _bootstrapping_database()
     try:
         with atomic(db.sessions) as s:
             key = parties.create_api_key(s, organization_id=org, role=role, now=datetime.now(UTC))
