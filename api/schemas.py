@@ -163,8 +163,12 @@ class PinResetRead(BaseModel):
 
 
 class CommissionIn(Request):
-    kind: Literal["per_piece", "percent"]
+    """A rate as CONTRACT.md writes rates (``{"rate": "50", "currency": "IDR"}``: rupiah per
+    accepted piece), or with ``kind: "percent"`` a percentage of the earnings."""
+
+    kind: Literal["per_piece", "percent"] = "per_piece"
     rate: DecimalText
+    currency: Currency = "IDR"
 
 
 class AssignmentIn(Request):
@@ -196,6 +200,7 @@ class AssignmentRead(BaseModel):
 class CommissionRead(BaseModel):
     kind: str
     rate: str
+    currency: str = "IDR"
 
 
 class OrderProgress(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Actor, amount, confirm, deliver, post_order, register
+from tests.api.conftest import Actor, amount, confirm, deliver, order_body, post_order, register
 
 
 def balance(client: TestClient, actor: Actor) -> dict[str, int]:
@@ -112,6 +112,37 @@ def test_intermediary_commission_is_its_own_line_paid_on_top(
     assert (amount(confirmed["earning"]), amount(confirmed["commission"])) == (5_000, 1_000)
     r = client.get(f"/v1/organizations/{intermediary.organization_id}/balance", headers=intermediary.headers)
     assert amount(r.json()["commission"]) == 1_000
+
+
+def test_a_commission_rate_written_as_the_contracts_rate_is_rupiah_per_piece(
+    client: TestClient, buyer: Actor, intermediary: Actor
+) -> None:
+    worker = register(client, intermediary)
+    order = post_order(
+        client,
+        buyer,
+        worker["id"],
+        intermediary_id=intermediary.organization_id,
+        commission_rate={"rate": "100", "currency": "IDR"},
+    )
+    assert order["commission_rate"] == {"kind": "per_piece", "rate": "100", "currency": "IDR"}
+    assert amount(order["hold"]) == 60_000
+
+
+def test_a_commission_in_another_currency_is_refused(
+    client: TestClient, buyer: Actor, intermediary: Actor
+) -> None:
+    worker = register(client, intermediary)
+    r = client.post(
+        "/v1/orders",
+        json=order_body(
+            worker["id"],
+            intermediary_id=intermediary.organization_id,
+            commission_rate={"rate": "1", "currency": "USD"},
+        ),
+        headers=buyer.headers,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
 
 
 def test_a_piece_worth_under_half_a_rupiah_confirms_with_its_commission_alone(
