@@ -308,6 +308,7 @@ def account_statement(
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> StatementRead:
     """Opening balance, every entry with its running balance, closing balance (auditor or owner)."""
+    who.require(Role.AUDITOR, Role.BUYER, Role.INTERMEDIARY)
     with rt.read() as session:
         audit.check_account_visible(session, principal=who, account_id=account_id)
         st = reports.statement(

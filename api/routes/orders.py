@@ -10,6 +10,7 @@ from api import convert
 from api import schemas as s
 from api.deps import NowDep, PrincipalDep, RuntimeDep
 from payments import deliveries, orders, rates
+from payments.parties import Role
 
 router = APIRouter(tags=["orders"])
 
@@ -49,6 +50,8 @@ def post_order(body: s.OrderCreate, who: PrincipalDep, rt: RuntimeDep, now: NowD
 
 @router.get("/v1/orders/{order_id}", response_model=s.OrderRead)
 def get_order(order_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.OrderRead:
+    """The buyer's own order (CONTRACT.md: buyer)."""
+    who.require(Role.BUYER)
     with rt.read() as session:
         return convert.order(orders.get(session, principal=who, order_id=order_id))
 

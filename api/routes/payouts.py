@@ -12,9 +12,13 @@ from api.deps import NowDep, PrincipalDep, RuntimeDep
 from api.errors import error_response
 from integrations.providers.base import CALLBACK_QUERY_HEADER, InvalidCallback
 from payments import payouts
+from payments.parties import Role
 from payments.payout_states import PayoutStatus
 
 router = APIRouter(tags=["payouts"])
+
+OWNER_OR_AUDITOR = (Role.BUYER, Role.AUDITOR)
+"""Who reads runs and payouts (CONTRACT.md): the buyer paying them, and auditors."""
 
 
 def _payout(p: payouts.Payout) -> s.PayoutRead:
@@ -94,12 +98,14 @@ def reject_run(run_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: NowDep
 
 @router.get("/v1/payout-runs/{run_id}", response_model=s.PayoutRunRead)
 def get_run(run_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.PayoutRunRead:
+    who.require(*OWNER_OR_AUDITOR)
     with rt.read() as session:
         return _run(payouts.get_run(session, principal=who, run_id=run_id))
 
 
 @router.get("/v1/payouts/{payout_id}", response_model=s.PayoutRead)
 def get_payout(payout_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.PayoutRead:
+    who.require(*OWNER_OR_AUDITOR)
     with rt.read() as session:
         return _payout(payouts.get(session, principal=who, payout_id=payout_id))
 
@@ -111,6 +117,7 @@ def list_payouts(
     status: Annotated[PayoutStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[s.PayoutRead]:
+    who.require(*OWNER_OR_AUDITOR)
     with rt.read() as session:
         return [_payout(p) for p in payouts.list_for(session, principal=who, status=status, limit=limit)]
 

@@ -81,7 +81,7 @@ def test_another_organisations_objects_answer_not_found(
     assert str(scene["worker"]) not in r.json()["error"]["message"]
 
 
-def test_an_intermediary_sees_the_orders_it_carries_but_not_others(
+def test_an_order_is_read_by_its_buyer_alone_as_the_contract_says(
     client: TestClient, admin: Actor, buyer: Actor, intermediary: Actor, pg_factory: sessionmaker[Session]
 ) -> None:
     from payments.parties import Role
@@ -89,7 +89,9 @@ def test_an_intermediary_sees_the_orders_it_carries_but_not_others(
 
     worker = register(client, intermediary)
     carried = post_order(client, buyer, worker["id"], intermediary_id=intermediary.organization_id)
-    assert client.get(f"/v1/orders/{carried['id']}", headers=intermediary.headers).status_code == 200
+    assert client.get(f"/v1/orders/{carried['id']}", headers=buyer.headers).status_code == 200
+    for other in (intermediary, admin, make_key(pg_factory, Role.AUDITOR, buyer.organization_id)):
+        refused = client.get(f"/v1/orders/{carried['id']}", headers=other.headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     stranger = make_key(pg_factory, Role.INTERMEDIARY, new_org(client, admin, "intermediary"))
-    assert client.get(f"/v1/orders/{carried['id']}", headers=stranger.headers).status_code == 404
     assert client.get(f"/v1/homeworkers/{worker['id']}", headers=stranger.headers).status_code == 404

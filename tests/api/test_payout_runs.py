@@ -249,3 +249,19 @@ def test_another_buyer_cannot_reject_a_run_and_an_auditor_may_not(
     assert strict.get(f"/v1/payout-runs/{run['id']}", headers=buyer.headers).json()["status"] == (
         "awaiting_approval"
     )
+
+
+def test_runs_and_payouts_are_read_by_their_buyer_and_auditors_alone(
+    client: TestClient, admin: Actor, buyer: Actor, intermediary: Actor, pg_factory: sessionmaker[Session]
+) -> None:
+    earn(client, buyer)
+    run = create(client, buyer).json()
+    payout_id = run["payouts"][0]["id"]
+    paths = (f"/v1/payout-runs/{run['id']}", f"/v1/payouts/{payout_id}", "/v1/payouts")
+    auditor = make_key(pg_factory, Role.AUDITOR, buyer.organization_id)
+    for reader in (buyer, auditor):
+        assert all(client.get(path, headers=reader.headers).status_code == 200 for path in paths)
+    for other in (intermediary, admin):
+        for path in paths:
+            refused = client.get(path, headers=other.headers)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden", path

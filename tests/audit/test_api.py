@@ -146,6 +146,7 @@ def test_a_statement_has_opening_lines_running_and_closing_balance(
     held = body["lines"][1]  # the order's hold lowers what is available
     assert held["side"] == "debit" and held["amount"]["amount"].isdigit()
     assert body["closing_balance"] == body["lines"][-1]["running_balance"]
+    assert client.get(f"/v1/ledger/accounts/{available}/statement", headers=admin.headers).status_code == 403
     later = client.get(
         f"/v1/ledger/accounts/{available}/statement",
         params={"from": datetime.now(UTC).isoformat()},
