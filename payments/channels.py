@@ -934,7 +934,9 @@ def _payout_text(kind: str, row: Row[Any], lang: Language) -> str | None:
         return messages.payout_failed_notice(
             lang=lang, amount=row.amount, reason=reason, reference=row.reference
         )
-    return None  # reversed: the catalogue has no notice for it yet
+    if kind == "payout_reversed":
+        return messages.payout_reversed_notice(lang=lang, amount=row.amount, reference=row.reference)
+    return None
 
 
 def _order_text(session: Session, order_id: int, homeworker_id: int, lang: Language) -> str | None:

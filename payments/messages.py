@@ -147,6 +147,7 @@ class MessageKey(StrEnum):
     # Notices (SMS we send first)
     NOTICE_PAYOUT_SUCCEEDED = "notice.payout_succeeded"
     NOTICE_PAYOUT_FAILED = "notice.payout_failed"
+    NOTICE_PAYOUT_REVERSED = "notice.payout_reversed"
     NOTICE_ORDER_ASSIGNED = "notice.order_assigned"
     NOTICE_PIN_LOCKED = "notice.pin_locked"
     NOTICE_PIN_RESET = "notice.pin_reset"
@@ -343,6 +344,12 @@ CATALOGUE: dict[MessageKey, dict[Language, str]] = {
         _ID: "Upah: pembayaran {amount} gagal, {reason}. Uang tetap tercatat sebagai hak Anda. "
         "Ref {reference}.",
         _EN: "Upah: payment of {amount} failed, {reason}. The money is still owed to you. Ref {reference}.",
+    },
+    _K.NOTICE_PAYOUT_REVERSED: {
+        _ID: "Upah: pembayaran {amount} dibatalkan oleh penyedia dompet. Uang kembali tercatat sebagai "
+        "hak Anda dan dibayar lagi. Ref {reference}.",
+        _EN: "Upah: the wallet provider reversed the payment of {amount}. The money is owed to you "
+        "again and will be paid again. Ref {reference}.",
     },
     _K.NOTICE_ORDER_ASSIGNED: {
         _ID: "Upah: pesanan {order_ref} {product}, {quantity} buah, tarif {rate}/{unit}, "
@@ -603,6 +610,12 @@ def payout_failed_notice(*, lang: Language, amount: int, reason: FailureReason, 
         reason=reason_words(reason, lang),
         reference=reference,
     )
+
+
+def payout_reversed_notice(*, lang: Language, amount: int, reference: str) -> str:
+    """The SMS when the provider took back a payment she had been told reached her: the money
+    is owed to her again."""
+    return text(_K.NOTICE_PAYOUT_REVERSED, lang, amount=format_rupiah(amount), reference=reference)
 
 
 def order_assigned_notice(

@@ -15,6 +15,7 @@ import requests
 import responses
 from sqlalchemy import select
 
+from integrations.providers.base import TransferResult, TransferStatus
 from integrations.providers.sandbox import SandboxProvider
 from integrations.sms import fits_one_sms
 from integrations.sms_senders import SandboxSmsSender, SmsTemporaryFailure
@@ -157,6 +158,25 @@ def test_she_is_told_when_her_pay_reaches_her_wallet(
         outbox.add(s, topic=outbox.SEND_SMS, payload=notice, now=app.clock.now)
     assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
     assert len(sandbox_sms.to(worker.phone)) == 1
+
+
+def test_she_is_told_when_the_provider_takes_a_payment_back_and_that_it_is_owed_again(
+    app: App, buyer: Actor, dispatcher: Dispatcher, sandbox_sms: SandboxSmsSender
+) -> None:
+    worker = register_worker(app, buyer)
+    order = post_order(app.client, buyer, worker.id)
+    confirm(app.client, buyer, deliver(app.client, buyer, order["id"], worker.id, 40)["id"], 40)
+    announced(app, {worker.id})
+    assert pay(app, buyer, dispatcher) is PayoutStatus.SUCCEEDED
+    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
+    with app.factory() as s:
+        paid = s.execute(select(PayoutRow).where(PayoutRow.homeworker_id == worker.id)).scalar_one()
+    taken_back = TransferResult(TransferStatus.REVERSED, f"sbx-{paid.id}", raw_status="reversed")
+    assert dispatcher._apply(paid.id, taken_back, source="callback") is PayoutStatus.REVERSED
+    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
+    *_, text = sandbox_sms.to(worker.phone)
+    assert text == messages.payout_reversed_notice(lang=Language.ID, amount=20_000, reference=paid.reference)
+    assert fits_one_sms(text)
 
 
 def test_she_is_told_why_a_payment_failed_and_that_the_money_is_still_hers(
