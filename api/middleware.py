@@ -195,10 +195,18 @@ def _first_headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 def _comparable(body: bytes, content_type: bytes) -> bytes:
-    """The body as compared between requests: a multipart body with its boundary (random for
-    each request a client makes) replaced by a fixed one."""
+    """The body as compared between requests: a JSON body as its value (a retry serialised
+    again, with other spacing or key order, is the same request), and a multipart body with
+    its boundary (random for each request a client makes) replaced by a fixed one."""
     kind, _, params = content_type.partition(b";")
-    if kind.strip().lower() != b"multipart/form-data":
+    kind = kind.strip().lower()
+    if kind == b"application/json":
+        try:
+            value = json.loads(body)
+        except ValueError:  # not JSON: the endpoint refuses it; compared as sent
+            return body
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if kind != b"multipart/form-data":
         return body
     for param in params.split(b";"):
         name, _, value = param.strip().partition(b"=")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,19 @@ def test_the_same_key_and_body_returns_the_first_response_and_posts_once(
             text("SELECT count(*) FROM orders WHERE reference = :r"), {"r": body["reference"]}
         ).scalar_one()
     assert n == 1
+
+
+def test_the_same_body_serialised_again_with_other_spacing_and_key_order_is_the_same_request(
+    client: TestClient, buyer: Actor
+) -> None:
+    worker = register(client, buyer)
+    body = order_body(worker["id"])
+    headers = {**buyer.headers, "Idempotency-Key": "order-reserialised", "Content-Type": "application/json"}
+    first = client.post("/v1/orders", content=json.dumps(body), headers=headers)
+    again = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    second = client.post("/v1/orders", content=again, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
 
 
 def test_the_same_key_with_a_different_body_is_a_conflict(client: TestClient, buyer: Actor) -> None:
