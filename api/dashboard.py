@@ -110,6 +110,7 @@ DONE_MESSAGES = {
     "confirmed": "deliveries.confirmed",
     "run_created": "payouts.run_created",
     "approved": "payouts.approved",
+    "rejected": "payouts.rejected",
     "noted": "recon.noted",
     "reconciled": "recon.created",
 }
@@ -733,6 +734,26 @@ def approve_run(
         if rt.kick:
             rt.kick()
         return _redirect("/payouts", done="approved", id=run.id)
+
+    return _act(
+        request,
+        rt,
+        csrf,
+        BUYER_ONLY,
+        template="payouts.html",
+        context=lambda v: _payouts_context(rt, v),
+        act=act,
+    )
+
+
+@router.post("/payouts/runs/{run_id}/reject", response_class=HTMLResponse)
+def reject_run(
+    request: Request, rt: RuntimeDep, run_id: int, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    def act(v: Viewer) -> Response:
+        with rt.transaction() as session:
+            run = payouts.reject_run(session, principal=v.principal, run_id=run_id, now=rt.clock())
+        return _redirect("/payouts", done="rejected", id=run.id)
 
     return _act(
         request,

@@ -135,6 +135,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "payouts.run_created": ("Putaran #{id} dibuat: {status}.", "Run #{id} created: {status}."),
     "payouts.approve": ("Setujui dan kirim", "Approve and send"),
     "payouts.approved": ("Putaran #{id} disetujui dan sedang dikirim.", "Run #{id} approved and sending."),
+    "payouts.reject": ("Tolak", "Reject"),
+    "payouts.rejected": (
+        "Putaran #{id} ditolak; uang yang ditahan dilepas untuk putaran berikutnya.",
+        "Run #{id} rejected; what it held is released for a later run.",
+    ),
     "payouts.same_key": (
         "Kunci yang membuat putaran tidak dapat menyetujuinya; orang kedua harus menyetujui.",
         "The key that created a run cannot approve it; a second person must.",

@@ -4,15 +4,17 @@ escaping and language. (The end-to-end story in a real browser is in test_browse
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.main import create_app
 from ledger import atomic
 from payments import parties
 from payments.tables import ApiKeyRow, DeliveryRow
-from tests.api.conftest import Actor, deliver, make_key, post_order, register
+from tests.api.conftest import Actor, confirm, deliver, make_key, post_order, register, settings_for
 from tests.dashboard.conftest import csrf, flash, form_post, sign_in
 
 
@@ -211,3 +213,24 @@ def test_the_stylesheet_is_served_from_the_app(client: TestClient) -> None:
 def test_the_dashboard_is_not_part_of_the_api_schema(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not any(p in paths for p in ("/", "/login", "/orders", "/report", "/ledger"))
+
+
+def test_a_buyer_rejects_a_run_awaiting_approval_from_the_payouts_page(
+    pg_url: str, tmp_path: Path, buyer: Actor
+) -> None:
+    settings = settings_for(pg_url, tmp_path, upah_payout_approval_threshold=10_000)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as web:
+        worker = register(web, buyer)
+        placed = post_order(web, buyer, worker["id"])
+        confirm(web, buyer, deliver(web, buyer, placed["id"], worker["id"], 40)["id"], 40)
+        run = web.post("/v1/payout-runs", json={}, headers=buyer.headers).json()
+        assert run["status"] == "awaiting_approval"
+        sign_in(web, buyer.key)
+        assert f'action="/payouts/runs/{run["id"]}/reject"' in web.get("/payouts").text
+        r = form_post(web, f"/payouts/runs/{run['id']}/reject", {})
+        assert r.status_code == 200
+        assert flash(r.text) == [
+            f"Putaran #{run['id']} ditolak; uang yang ditahan dilepas untuk putaran berikutnya."
+        ]
+        after = web.get(f"/v1/payout-runs/{run['id']}", headers=buyer.headers).json()
+        assert after["status"] == "completed" and after["payouts"][0]["status"] == "failed"
