@@ -47,10 +47,11 @@ MULTIPART_SLACK = 64 * 1024
 
 def serve_app() -> FastAPI:
     """The app as ``upah serve`` runs it: with the queue, and on the embedded default with the
-    sandbox provider mounted under /sandbox (unless UPAH_SANDBOX_PROVIDER_URL names another)."""
+    sandbox provider mounted under /sandbox (unless UPAH_SANDBOX_PROVIDER_URL names another).
+    With a broker (REDIS_URL) it is the API alone, as CONTRACT.md says."""
     settings = get_settings()
     app_logging.configure()
-    embedded_sandbox = settings.upah_sandbox_provider_url is None
+    embedded_sandbox = settings.is_embedded and settings.upah_sandbox_provider_url is None
     return create_app(settings, kick=bootstrap.kick(settings), mount_sandbox=embedded_sandbox)
 
 

@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from upah.cli import app as cli
 from upah.cli import public_url
+from upah.migrate import upgrade
+from upah.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,8 +240,6 @@ def test_serve_on_another_port_tells_the_worker_and_providers_that_port(
     """Without it the embedded worker sent payouts to the sandbox at :8000, where nothing listened."""
     import uvicorn
 
-    from upah.settings import get_settings
-
     seen: dict[str, str] = {}
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")  # no worker process to start here
     monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
@@ -258,8 +259,6 @@ def test_serve_on_another_port_tells_the_worker_and_providers_that_port(
 def test_serve_keeps_a_public_url_the_operator_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import uvicorn
 
-    from upah.settings import get_settings
-
     seen: dict[str, str] = {}
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
@@ -269,5 +268,45 @@ def test_serve_keeps_a_public_url_the_operator_set(monkeypatch: pytest.MonkeyPat
     try:
         assert CliRunner().invoke(cli, ["serve", "--port", "18765"]).exit_code == 0
         assert seen["url"] == "https://upah.example.org"
+    finally:
+        get_settings.cache_clear()
+
+
+def _served_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> tuple[TestClient, str]:
+    """``serve_app`` as ``upah serve`` builds it from the environment, and its sandbox's address."""
+    from api.main import serve_app
+    from upah import bootstrap
+
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "UPAH_SANDBOX_PROVIDER_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'upah.db'}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    upgrade(get_settings().database_url)
+    return TestClient(serve_app()), bootstrap.sandbox_url(get_settings())
+
+
+def test_with_a_broker_serve_runs_the_api_alone_and_pays_through_the_standalone_sandbox(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client, sandbox = _served_app(monkeypatch, tmp_path, REDIS_URL="redis://127.0.0.1:6379/0")
+    try:
+        with client:
+            assert client.get("/sandbox/v1/payouts").status_code == 404
+        assert sandbox == "http://127.0.0.1:8100"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_on_the_embedded_default_serve_mounts_the_sandbox_and_pays_through_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client, sandbox = _served_app(monkeypatch, tmp_path)
+    try:
+        with client:
+            assert client.get("/sandbox/v1/payouts").status_code == 200
+        assert sandbox == "http://127.0.0.1:8000/sandbox"
     finally:
         get_settings.cache_clear()

@@ -74,10 +74,17 @@ def keys(settings: Settings) -> Keys:
     )
 
 
+STANDALONE_SANDBOX_URL = "http://127.0.0.1:8100"
+"""Where ``upah sandbox-provider`` listens by default (CONTRACT.md)."""
+
+
 def sandbox_url(settings: Settings) -> str:
-    """Where the sandbox provider answers: its own server, or mounted in the API (embedded)."""
+    """Where the sandbox provider answers: the one UPAH_SANDBOX_PROVIDER_URL names; else mounted
+    in the API on the embedded default, or run on its own beside a broker."""
     if settings.upah_sandbox_provider_url:
         return settings.upah_sandbox_provider_url.rstrip("/")
+    if not settings.is_embedded:
+        return STANDALONE_SANDBOX_URL
     return settings.upah_public_url.rstrip("/") + EMBEDDED_SANDBOX_PATH
 
 

@@ -185,8 +185,7 @@ def serve(
             "--workers",
             min=1,
             help="API processes, each listening on its own socket (SO_REUSEPORT) so that "
-            "connections spread over them; more than one needs REDIS_URL and "
-            "UPAH_SANDBOX_PROVIDER_URL.",
+            "connections spread over them; more than one needs REDIS_URL.",
         ),
     ] = 1,
 ) -> None:
@@ -203,11 +202,10 @@ def serve(
         get_settings.cache_clear()
     settings = get_settings()
     if workers > 1:
-        if settings.is_embedded or settings.upah_sandbox_provider_url is None:
+        if settings.is_embedded:
             err.print(
-                "[red]--workers above 1 needs a broker (REDIS_URL) and the sandbox provider in a "
-                "process of its own (upah sandbox-provider, UPAH_SANDBOX_PROVIDER_URL): the embedded "
-                "default's worker and sandbox live in the one API process[/red]"
+                "[red]--workers above 1 needs a broker (REDIS_URL): the embedded default's worker "
+                "and sandbox provider live in the one API process[/red]"
             )
             raise typer.Exit(2)
         try:
