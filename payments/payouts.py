@@ -374,12 +374,12 @@ def _create_payouts(
             )
         )
     }
-    last = (  # her last payout that paid, or may still pay: a failed one returned its money
+    last = (  # her last payout that paid, or may still pay: a failed or reversed one returned its money
         select(_payouts.c.homeworker_id, func.max(_payouts.c.created_at).label("at"))
         .where(
             _payouts.c.buyer_id == buyer_id,
             _payouts.c.homeworker_id.in_(worker_ids),
-            _payouts.c.status != PayoutStatus.FAILED.value,
+            _payouts.c.status.not_in([PayoutStatus.FAILED.value, PayoutStatus.REVERSED.value]),
         )
         .group_by(_payouts.c.homeworker_id)
         .subquery()

@@ -177,6 +177,10 @@ def test_she_is_told_when_the_provider_takes_a_payment_back_and_that_it_is_owed_
     *_, text = sandbox_sms.to(worker.phone)
     assert text == messages.payout_reversed_notice(lang=Language.ID, amount=20_000, reference=paid.reference)
     assert fits_one_sms(text)
+    assert pay(app, buyer, dispatcher) is PayoutStatus.SUCCEEDED  # paid again, for the same 40 pieces
+    assert relay_sms(app, sandbox_sms, {worker.id}) == ["sent"]
+    *_, again = sandbox_sms.to(worker.phone)
+    assert "Rp20.000 dikirim ke dompet Anda untuk 40 buah" in again
 
 
 def test_she_is_told_why_a_payment_failed_and_that_the_money_is_still_hers(
