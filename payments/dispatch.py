@@ -729,6 +729,16 @@ class Dispatcher:
     ) -> None:
         status = PayoutStatus(row.status)
         transition(status, target=PayoutStatus.FAILED)
+        # Every account this return touches, locked first in the ledger's order: her earnings
+        # (and the provider's in-flight account) and the buyer's, whose fee hold is voided
+        # last. Taken as the writes come, hers came before the buyer's, the reverse of a run
+        # being created for the buyer, and the two deadlocked.
+        touched = {row.earned_account_id}
+        if row.dispatch_entry_id is not None:
+            touched.add(self._in_flight_id(s, row.provider, now))
+        if row.fee_hold_id is not None:
+            touched.add(journal.get_hold(s, row.fee_hold_id).account_id)
+        journal.lock_accounts(s, touched)
         if row.dispatch_entry_id is not None:
             journal.reverse(
                 s,

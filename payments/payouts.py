@@ -204,6 +204,10 @@ def reject_run(session: Session, *, principal: Principal, run_id: int, now: date
     rows = session.execute(
         select(_payouts).where(_payouts.c.run_id == run_id).order_by(_payouts.c.id).with_for_update()
     ).all()
+    buyer = _run_buyer(session, principal=principal, buyer_id=run.buyer_id)
+    assert buyer.available_account_id is not None
+    # the buyer's account and all of hers in the ledger's order, before any hold is voided
+    journal.lock_accounts(session, {buyer.available_account_id, *(row.earned_account_id for row in rows)})
     for row in rows:
         for hold_id in (row.hold_id, row.fee_hold_id):
             if hold_id is not None:

@@ -1,18 +1,31 @@
-"""A run locks the ledger accounts it holds money on in the ledger's one order (by id), as
-every posting does: otherwise it deadlocks with an advance or a recovery for the same buyer."""
+"""Payout work takes the ledger accounts it touches in the ledger's one order (by id), as
+every posting does: creating a run, rejecting one and returning a failed payout's money each
+touch the buyer's account and hers, and taken the other way round they deadlocked with an
+advance, an allowance or one another."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from integrations.providers.base import TransferResult, TransferStatus
+from integrations.providers.sandbox import SandboxProvider
+from ledger import atomic
 from ledger.tables import AccountRow
 from payments import parties, payouts
-from tests.payments.scenario import earn, make_buyer, make_worker, run
+from payments.dispatch import Dispatcher
+from payments.payout_states import PayoutStatus
+from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+from tests.sandbox import LiveSandbox
+
+SECRET = b"lock-order-test-secret"
 
 
 def _waiting_on_a_lock(factory: sessionmaker[Session]) -> bool:
@@ -62,3 +75,91 @@ def test_a_run_waiting_for_the_buyers_account_holds_no_lock_on_her_earnings(
         blocker.rollback()
     creating.join(timeout=30)
     assert [p.amount for p in made[0].payouts] == [50_000]
+
+
+def _buyer_and_her_accounts(factory: sessionmaker[Session], buyer: Buyer, worker: int) -> tuple[int, int]:
+    with factory() as s:
+        org = parties.get_organization(
+            s, principal=buyer.principal, organization_id=buyer.principal.organization_id or 0
+        )
+        [earned] = parties.earnings_accounts(s, homeworker_id=worker).values()
+    assert org.available_account_id is not None and org.available_account_id < earned
+    return org.available_account_id, earned
+
+
+def _her_account_is_free_while(
+    factory: sessionmaker[Session], buyers: int, earned: int, work: Callable[[], object]
+) -> None:
+    """Run ``work`` in a thread while the buyer's account is locked; once it waits for that lock,
+    her account must not be locked by it (it would take hers first, against the ledger's order)."""
+    accounts = AccountRow.__table__
+    with factory() as blocker:
+        blocker.execute(select(accounts.c.id).where(accounts.c.id == buyers).with_for_update())
+        worker = threading.Thread(target=work)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_a_lock(factory):
+            assert time.monotonic() < deadline, "the work never waited for the buyer's account"
+            time.sleep(0.02)
+        with factory() as probe:
+            try:
+                probe.execute(
+                    select(accounts.c.id).where(accounts.c.id == earned).with_for_update(nowait=True)
+                )
+            except OperationalError as exc:
+                raise AssertionError("her account was locked before the buyer's") from exc
+            finally:
+                probe.rollback()
+        blocker.rollback()
+    worker.join(timeout=30)
+
+
+def test_rejecting_a_run_takes_the_buyers_account_before_hers(pg_factory: sessionmaker[Session]) -> None:
+    buyer = make_buyer(pg_factory)
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 50_000)
+    strict = payouts.RunPolicy(
+        provider="sandbox", minimum_payout=1_000, approval_threshold=10_000, fee_per_payout=2_500
+    )
+    waiting = run(pg_factory, buyer, strict)
+    buyers, earned = _buyer_and_her_accounts(pg_factory, buyer, worker)
+
+    def reject() -> None:
+        with atomic(pg_factory) as s:
+            payouts.reject_run(s, principal=buyer.checker, run_id=waiting.id, now=datetime.now(UTC))
+
+    _her_account_is_free_while(pg_factory, buyers, earned, reject)
+    with pg_factory() as s:
+        assert payouts.get_run(s, principal=buyer.principal, run_id=waiting.id).status.value == "completed"
+
+
+def test_a_failure_returning_her_money_takes_the_buyers_account_before_hers(
+    pg_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    buyer = make_buyer(pg_factory)
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 50_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox = LiveSandbox(tmp_path, SECRET, send_callbacks=False)
+    sandbox.start()
+    provider = SandboxProvider(sandbox.url, SECRET, timeout=(1.0, 1.5))
+    try:
+        dispatcher = Dispatcher(
+            sessions=pg_factory,
+            providers={"sandbox": provider},
+            keyring=KEYRING,
+            clock=lambda: datetime.now(UTC),
+        )
+        assert dispatcher.dispatch(payout.id) is PayoutStatus.SUBMITTED
+        buyers, earned = _buyer_and_her_accounts(pg_factory, buyer, worker)
+        failed = TransferResult(TransferStatus.FAILED, None, "invalid_account", raw_status="failed")
+        _her_account_is_free_while(
+            pg_factory, buyers, earned, lambda: dispatcher._apply(payout.id, failed, source="callback")
+        )
+        with pg_factory() as s:
+            assert (
+                payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.FAILED
+            )
+    finally:
+        provider._session.close()
+        sandbox.stop()
