@@ -290,9 +290,9 @@ def pending_sms(factory: sessionmaker[Session], homeworker_ids: set[int]) -> lis
     """Outbox SMS messages for these homeworkers that no relay has taken yet."""
     with factory() as s:
         rows = s.execute(
-            select(OutboxRow.id, OutboxRow.payload).where(
-                OutboxRow.topic == outbox.SEND_SMS, OutboxRow.relayed_at.is_(None)
-            )
+            select(OutboxRow.id, OutboxRow.payload)
+            .where(OutboxRow.topic == outbox.SEND_SMS, OutboxRow.relayed_at.is_(None))
+            .order_by(OutboxRow.id)  # in the order they were queued, as the relay takes them
         ).all()
         return [(r.id, dict(r.payload)) for r in rows if _owner(s, dict(r.payload)) in homeworker_ids]
 
