@@ -203,9 +203,9 @@ def _comparable(body: bytes, content_type: bytes) -> bytes:
     if kind == b"application/json":
         try:
             value = json.loads(body)
-        except ValueError:  # not JSON: the endpoint refuses it; compared as sent
+            return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):  # not JSON the endpoint takes: compared as sent
             return body
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     if kind != b"multipart/form-data":
         return body
     for param in params.split(b";"):

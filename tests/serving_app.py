@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -27,3 +28,9 @@ def create() -> Callable[..., Awaitable[None]]:
 
 def broken() -> Callable[..., Awaitable[None]]:
     raise RuntimeError("this app cannot be built")
+
+
+def slow() -> Callable[..., Awaitable[None]]:
+    """An app that takes a while to build, as a real one loading its configuration does."""
+    time.sleep(2)
+    return create()

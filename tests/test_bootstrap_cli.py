@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
+from tests.conftest import create_pg_database, drop_pg_database
 from upah import cli
 from upah.settings import get_settings
 
@@ -43,3 +45,26 @@ def test_an_organisation_and_its_key_on_a_fresh_database(fresh: Path) -> None:
     key = runner.invoke(cli.app, ["key", "create", "--role", "buyer", "--org", org_id])
     assert key.exit_code == 0, key.output
     assert KEY.fullmatch(key.stdout.strip())
+
+
+def test_a_server_database_is_never_migrated_by_these_commands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its schema is the operator's (``upah db upgrade``), even in a shell without REDIS_URL."""
+    url = create_pg_database("upah_bootstrap")
+    try:
+        for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("UPAH_DATA_DIR", str(tmp_path))
+        get_settings.cache_clear()
+        result = CliRunner().invoke(cli.app, ["org", "create", "Pabrik", "--kind", "buyer"])
+        assert result.exit_code != 0
+        engine = create_engine(url)
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
+    finally:
+        get_settings.cache_clear()
+        drop_pg_database(url)

@@ -118,6 +118,30 @@ def _wait_gone(pid: int) -> None:
     raise AssertionError(f"process {pid} still runs")
 
 
+def test_workers_stop_when_the_server_is_killed_while_they_start() -> None:
+    process = _serve(_free_port(), app="tests.serving_app:slow")
+    try:
+        deadline = time.monotonic() + 30
+        children: list[int] = []
+        while len(children) < 2:  # the workers (and multiprocessing's resource tracker)
+            assert time.monotonic() < deadline, "no workers were started"
+            children = _children(process.pid)
+            time.sleep(0.01)
+        process.kill()
+    finally:
+        process.communicate(timeout=60)  # its pipe closes once every child has gone too
+    for pid in children:
+        _wait_gone(pid)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            return [int(child) for child in listed.read().split()]
+    except OSError:
+        return []
+
+
 def test_sigterm_stops_every_worker_and_the_server(server: tuple[int, subprocess.Popen[bytes]]) -> None:
     port, process = server
     pids = _wait_until_serving(port, process)

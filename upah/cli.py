@@ -52,7 +52,7 @@ def _bootstrapping_database() -> bootstrap.Database:
     embedded default its file is created and migrated first, as ``upah serve`` does; a server
     database is the operator's to upgrade (``upah db upgrade``)."""
     settings = get_settings()
-    if settings.is_embedded:
+    if settings.is_embedded and settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
     return bootstrap.database(settings)
 
@@ -64,8 +64,11 @@ def org_create(
 ) -> None:
     """Create an organisation; prints its id."""
     db = _bootstrapping_database()
-    with atomic(db.sessions) as s:
-        org = parties.create_organization(s, name=name, kind=kind, now=datetime.now(UTC))
+    try:
+        with atomic(db.sessions) as s:
+            org = parties.create_organization(s, name=name, kind=kind, now=datetime.now(UTC))
+    finally:
+        db.engine.dispose()
     console.print(org.id)
 
 
@@ -84,6 +87,8 @@ def key_create(
     except PaymentsError as exc:
         err.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from None
+    finally:
+        db.engine.dispose()
     typer.echo(key)
 
 

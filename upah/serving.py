@@ -119,7 +119,9 @@ def _start(
     log_level: str,
 ) -> tuple[SpawnProcess, Event]:
     started = context.Event()
-    process = context.Process(target=_worker, args=(app, family, address, log_level, started), daemon=False)
+    process = context.Process(
+        target=_worker, args=(app, family, address, log_level, started, os.getpid()), daemon=False
+    )
     process.start()
     return process, started
 
@@ -129,10 +131,10 @@ class _Server(uvicorn.Server):
     stops as uvicorn stops on SIGTERM should the parent die without stopping it (killed), so
     that no orphan keeps the address."""
 
-    def __init__(self, config: uvicorn.Config, started: Event) -> None:
+    def __init__(self, config: uvicorn.Config, started: Event, parent: int) -> None:
         super().__init__(config)
         self._serving = started
-        self._parent = os.getppid()
+        self._parent = parent  # given, not read here: a parent killed meanwhile reads as init
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -147,8 +149,13 @@ class _Server(uvicorn.Server):
 
 
 def _worker(
-    app: str, family: socket.AddressFamily, address: tuple[str, int], log_level: str, started: Event
+    app: str,
+    family: socket.AddressFamily,
+    address: tuple[str, int],
+    log_level: str,
+    started: Event,
+    parent: int,
 ) -> None:
     sock = _listening_socket(family, address)
     config = uvicorn.Config(app, factory=True, log_level=log_level)
-    _Server(config, started).run(sockets=[sock])
+    _Server(config, started, parent).run(sockets=[sock])

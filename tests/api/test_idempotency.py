@@ -52,6 +52,23 @@ def test_the_same_body_serialised_again_with_other_spacing_and_key_order_is_the_
     assert first.json() == second.json()
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"name": "\\ud800", "kind": "buyer"}', b"[" * 3000 + b"]" * 3000, b"{not json"],
+    ids=["lone surrogate", "deep nesting", "not json"],
+)
+def test_a_body_the_endpoint_refuses_gets_the_same_4xx_with_a_key_as_without(
+    client: TestClient, admin: Actor, raw: bytes
+) -> None:
+    headers = {**admin.headers, "Content-Type": "application/json"}
+    bare = client.post("/v1/organizations", content=raw, headers=headers)
+    keyed = client.post(
+        "/v1/organizations", content=raw, headers={**headers, "Idempotency-Key": f"odd-{uuid.uuid4()}"}
+    )
+    assert 400 <= bare.status_code < 500
+    assert keyed.status_code == bare.status_code, keyed.text
+
+
 def test_the_same_key_with_a_different_body_is_a_conflict(client: TestClient, buyer: Actor) -> None:
     worker = register(client, buyer)
     headers = {**buyer.headers, "Idempotency-Key": "order-twice"}
