@@ -760,9 +760,10 @@ class Dispatcher:
 
     def _freeze_in(self, s: Session, row: Row[Any], *, source: str, now: datetime) -> None:
         """The provider says it paid a payout that failed, whose money went back to her earnings:
-        hold that much of them, so that no later run pays it a second time, until reconciliation
-        finds which answer was true (the hold's key names the payout; its history says why).
-        The payout stays ``failed``: the ledger follows our records, the hold keeps the money."""
+        hold that much of them, so that no later run pays it a second time. The payout stays
+        ``failed`` (the ledger follows our records); the hold (key ``payout:{id}:conflict``) and
+        the payout's history say why. Which answer was true is for reconciliation against the
+        provider's statement; nothing releases or captures the hold yet but an operator."""
         try:
             journal.place_hold(
                 s,
