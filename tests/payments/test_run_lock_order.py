@@ -45,35 +45,9 @@ def test_a_run_waiting_for_the_buyers_account_holds_no_lock_on_her_earnings(
     buyer = make_buyer(pg_factory)
     worker = make_worker(pg_factory, buyer)
     earn(pg_factory, buyer, worker, 50_000)
-    with pg_factory() as s:
-        org = parties.get_organization(
-            s, principal=buyer.principal, organization_id=buyer.principal.organization_id or 0
-        )
-        [earned] = parties.earnings_accounts(s, homeworker_id=worker).values()
-    assert org.available_account_id is not None and org.available_account_id < earned
-    accounts = AccountRow.__table__
+    buyers, earned = _buyer_and_her_accounts(pg_factory, buyer, worker)
     made: list[payouts.PayoutRun] = []
-    with pg_factory() as blocker:
-        blocker.execute(
-            select(accounts.c.id).where(accounts.c.id == org.available_account_id).with_for_update()
-        )
-        creating = threading.Thread(target=lambda: made.append(run(pg_factory, buyer)))
-        creating.start()
-        deadline = time.monotonic() + 30
-        while not _waiting_on_a_lock(pg_factory):
-            assert time.monotonic() < deadline, "the run never waited for the buyer's account"
-            time.sleep(0.02)
-        with pg_factory() as probe:
-            try:  # an advance would take her account next: it must be free
-                probe.execute(
-                    select(accounts.c.id).where(accounts.c.id == earned).with_for_update(nowait=True)
-                )
-            except OperationalError as exc:
-                raise AssertionError("the run locked her earnings before the buyer's account") from exc
-            finally:
-                probe.rollback()
-        blocker.rollback()
-    creating.join(timeout=30)
+    _her_account_is_free_while(pg_factory, buyers, earned, lambda: made.append(run(pg_factory, buyer)))
     assert [p.amount for p in made[0].payouts] == [50_000]
 
 
