@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 30.0
 """How long a worker may take to finish its requests once told to stop."""
 
-
 PARENT_CHECK_SECONDS = 1.0
+"""How often a worker looks for its supervisor, to leave with it."""
 
 
 class AddressInUse(Exception):
