@@ -700,6 +700,19 @@ def payouts_page(request: Request, rt: RuntimeDep) -> Response:
     return _page(request, rt, "payouts.html", PAYOUT_READERS, lambda v: _payouts_context(rt, v))
 
 
+def _payouts_act(request: Request, rt: Runtime, csrf: str, act: Callable[[Viewer], Response]) -> Response:
+    """A buyer's form on the payouts page: done, or the page again with what went wrong."""
+    return _act(
+        request,
+        rt,
+        csrf,
+        BUYER_ONLY,
+        template="payouts.html",
+        context=lambda v: _payouts_context(rt, v),
+        act=act,
+    )
+
+
 @router.post("/payouts/runs", response_class=HTMLResponse)
 def create_run(request: Request, rt: RuntimeDep, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
     def act(v: Viewer) -> Response:
@@ -710,15 +723,7 @@ def create_run(request: Request, rt: RuntimeDep, csrf: Annotated[str, Form(max_l
             rt.kick()
         return _redirect("/payouts", done="run_created", id=run.id, status=run.status.value)
 
-    return _act(
-        request,
-        rt,
-        csrf,
-        BUYER_ONLY,
-        template="payouts.html",
-        context=lambda v: _payouts_context(rt, v),
-        act=act,
-    )
+    return _payouts_act(request, rt, csrf, act)
 
 
 @router.post("/payouts/runs/{run_id}/approve", response_class=HTMLResponse)
@@ -735,15 +740,7 @@ def approve_run(
             rt.kick()
         return _redirect("/payouts", done="approved", id=run.id)
 
-    return _act(
-        request,
-        rt,
-        csrf,
-        BUYER_ONLY,
-        template="payouts.html",
-        context=lambda v: _payouts_context(rt, v),
-        act=act,
-    )
+    return _payouts_act(request, rt, csrf, act)
 
 
 @router.post("/payouts/runs/{run_id}/reject", response_class=HTMLResponse)
@@ -755,15 +752,7 @@ def reject_run(
             run = payouts.reject_run(session, principal=v.principal, run_id=run_id, now=rt.clock())
         return _redirect("/payouts", done="rejected", id=run.id)
 
-    return _act(
-        request,
-        rt,
-        csrf,
-        BUYER_ONLY,
-        template="payouts.html",
-        context=lambda v: _payouts_context(rt, v),
-        act=act,
-    )
+    return _payouts_act(request, rt, csrf, act)
 
 
 @router.get("/disputes", response_class=HTMLResponse)

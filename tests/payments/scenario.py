@@ -22,6 +22,10 @@ def admin() -> Principal:
     return Principal(key_id=0, role=Role.ADMIN, organization_id=None)
 
 
+SANDBOX_SECRET = b"payments-test-sandbox-secret"
+"""Signs the live sandbox's callbacks in the payout tests."""
+
+
 @dataclass
 class Buyer:
     principal: Principal

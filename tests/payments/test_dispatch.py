@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -15,33 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import signatures
 from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
-from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic, journal, reports
 from payments import outbox, parties, payouts, pii
 from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus, RunStatus
 from payments.tables import HomeworkerRow, PayoutRunRow
-from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+from tests.payments.scenario import KEYRING, SANDBOX_SECRET, Buyer, earn, make_buyer, make_worker, run
 from tests.sandbox import LiveSandbox
-
-SECRET = b"dispatch-test-secret"
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[LiveSandbox]:
-    server = LiveSandbox(tmp_path, SECRET, send_callbacks=False)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dispatcher(pg_factory: sessionmaker[Session], sandbox: LiveSandbox) -> Iterator[Dispatcher]:
-    provider = SandboxProvider(sandbox.url, SECRET, timeout=(1.0, 1.5))
-    yield Dispatcher(
-        sessions=pg_factory, providers={"sandbox": provider}, keyring=KEYRING, clock=lambda: datetime.now(UTC)
-    )
-    provider._session.close()
 
 
 @pytest.fixture
@@ -275,7 +253,7 @@ def test_an_unapproved_run_is_not_dispatched(
 
 def signed(body: dict[str, object]) -> tuple[dict[str, str], bytes]:
     raw = json.dumps(body).encode()
-    return {"X-Sandbox-Signature": signatures.sign(SECRET, raw, timestamp=int(time.time()))}, raw
+    return {"X-Sandbox-Signature": signatures.sign(SANDBOX_SECRET, raw, timestamp=int(time.time()))}, raw
 
 
 def callback_body(payout_id: int, key: str, status: str, amount: int, event: str) -> dict[str, object]:

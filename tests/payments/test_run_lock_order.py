@@ -9,23 +9,18 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.providers.base import TransferResult, TransferStatus
-from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic
 from ledger.tables import AccountRow
 from payments import parties, payouts
 from payments.dispatch import Dispatcher
 from payments.payout_states import PayoutStatus
-from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
-from tests.sandbox import LiveSandbox
-
-SECRET = b"lock-order-test-secret"
+from tests.payments.scenario import Buyer, earn, make_buyer, make_worker, run
 
 
 def _waiting_on_a_lock(factory: sessionmaker[Session]) -> bool:
@@ -108,32 +103,17 @@ def test_rejecting_a_run_takes_the_buyers_account_before_hers(pg_factory: sessio
 
 
 def test_a_failure_returning_her_money_takes_the_buyers_account_before_hers(
-    pg_factory: sessionmaker[Session], tmp_path: Path
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher
 ) -> None:
     buyer = make_buyer(pg_factory)
     worker = make_worker(pg_factory, buyer)
     earn(pg_factory, buyer, worker, 50_000)
     payout = run(pg_factory, buyer).payouts[0]
-    sandbox = LiveSandbox(tmp_path, SECRET, send_callbacks=False)
-    sandbox.start()
-    provider = SandboxProvider(sandbox.url, SECRET, timeout=(1.0, 1.5))
-    try:
-        dispatcher = Dispatcher(
-            sessions=pg_factory,
-            providers={"sandbox": provider},
-            keyring=KEYRING,
-            clock=lambda: datetime.now(UTC),
-        )
-        assert dispatcher.dispatch(payout.id) is PayoutStatus.SUBMITTED
-        buyers, earned = _buyer_and_her_accounts(pg_factory, buyer, worker)
-        failed = TransferResult(TransferStatus.FAILED, None, "invalid_account", raw_status="failed")
-        _her_account_is_free_while(
-            pg_factory, buyers, earned, lambda: dispatcher._apply(payout.id, failed, source="callback")
-        )
-        with pg_factory() as s:
-            assert (
-                payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.FAILED
-            )
-    finally:
-        provider._session.close()
-        sandbox.stop()
+    assert dispatcher.dispatch(payout.id) is PayoutStatus.SUBMITTED
+    buyers, earned = _buyer_and_her_accounts(pg_factory, buyer, worker)
+    failed = TransferResult(TransferStatus.FAILED, None, "invalid_account", raw_status="failed")
+    _her_account_is_free_while(
+        pg_factory, buyers, earned, lambda: dispatcher._apply(payout.id, failed, source="callback")
+    )
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.FAILED
