@@ -17,8 +17,8 @@ call. The order of steps is what makes a crash anywhere safe:
    and releases the fee hold; ``succeeded → reversed`` owes her the money again.
 
 A crash between 1 and 2 leaves a ``submitted`` payout with no answer; the sweeper asks
-the provider about it. Callbacks go through the same transitions, so duplicates and
-out-of-order deliveries change nothing.
+the provider about it. A callback is recorded as it arrives and applied by a worker through
+the same transitions, so duplicates and out-of-order deliveries change nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ FIRST_POLL = timedelta(seconds=10)
 
 Each later question waits about as long again as the payout has already been pending (at most
 ``max_backoff``): a slow payout is asked about a few times, never every few seconds for hours."""
+
+CALLBACK_PENDING = "pending"
+"""The outcome of a callback recorded and not yet applied."""
 
 STATUS_LEASE = timedelta(seconds=60)
 """An unknown payout's question is claimed for this long while it is asked (longer than a
@@ -340,48 +343,88 @@ class Dispatcher:
 
     # --- callbacks -----------------------------------------------------------------------------
 
-    def handle_callback(self, provider_name: str, *, headers: Mapping[str, str], body: bytes) -> str:
-        """Authenticate and apply a provider callback; returns what was done with it.
+    def record_callback(self, provider_name: str, *, headers: Mapping[str, str], body: bytes) -> int | None:
+        """Authenticate a provider callback and record it, with the task that applies it, in
+        one transaction; its id, or None for an event already recorded (a duplicate).
 
-        Raises InvalidCallback for a bad signature — the caller answers 401 and nothing
-        changes. Every authenticated callback is recorded, matched or not.
+        Raises InvalidCallback for a bad signature — the caller answers 401 and nothing is
+        recorded. The provider is answered once its callback is safe in the database, never
+        kept waiting on the payout's ledger accounts: ``apply_callback`` (a worker task)
+        applies it. Every authenticated callback is recorded, matched or not.
         """
         provider = self.providers.get(provider_name)
         if provider is None:
             raise InvalidCallback("unknown provider")
         now = self.clock()
         event = provider.parse_callback(headers=headers, body=body, now=now)
-        with atomic(self.sessions) as s:  # recorded and applied together: all or nothing
-            row = _find_payout(s, provider_name, event)
-            outcome = self._callback_outcome(s, row, event, now)
+        with atomic(self.sessions) as s:
             recorded = s.execute(
                 insert_or_ignore(s, _callbacks, ["provider", "event_id"]).returning(_callbacks.c.id),
                 {
                     "provider": provider_name,
                     "event_id": event.event_id,
-                    "payout_id": row.id if row else None,
+                    "payout_id": None,
                     "status": event.status.value,
                     "payload": _event_payload(event),
-                    "outcome": outcome,
+                    "outcome": CALLBACK_PENDING,
                     "received_at": now,
                 },
             ).scalar_one_or_none()
+            if recorded is not None:
+                outbox.add(s, topic=outbox.APPLY_CALLBACK, payload={"callback_id": recorded}, now=now)
+        return recorded
+
+    def apply_callback(self, callback_id: int) -> str:
+        """Apply a recorded callback through the state machine, in one transaction with its
+        outcome; returns what was done with it. Idempotent: a callback already applied is
+        answered with what was done then."""
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            recorded = s.execute(
+                select(_callbacks).where(_callbacks.c.id == callback_id).with_for_update()
+            ).first()
             if recorded is None:
-                return "duplicate"
+                raise LookupError(f"no callback {callback_id} is recorded")
+            if recorded.outcome != CALLBACK_PENDING:
+                return _said(recorded.outcome)
+            event = _event_of(recorded.payload)
+            row = _find_payout(s, recorded.provider, event)
+            outcome = self._callback_outcome(s, row, event, now)
+            s.execute(
+                update(_callbacks)
+                .where(_callbacks.c.id == callback_id)
+                .values(payout_id=row.id if row else None, outcome=outcome)
+            )
             if outcome == "resend":  # a status answer that comes as a callback (M-Pesa's)
                 assert row is not None
                 self._never_received_in(s, row, source="callback", now=now)
             if outcome == "conflict":
                 assert row is not None
                 self._freeze_in(s, row, source="callback", now=now)
-            if outcome != "apply":
-                return outcome
-            assert row is not None
-            result = TransferResult(
-                event.status, event.provider_reference, event.failure_code, None, event.status.value
+            if outcome == "apply":
+                assert row is not None
+                result = TransferResult(
+                    event.status, event.provider_reference, event.failure_code, None, event.status.value
+                )
+                self._apply_in(s, row, result, source="callback", now=now)
+            return _said(outcome)
+
+    def unapplied_callbacks(self, *, limit: int = 200) -> list[int]:
+        """Callbacks recorded at least ``stale_after`` ago and still not applied: their task
+        was lost (the outbox and the queue's redelivery make that rare); the sweep queues them
+        again."""
+        with self.sessions() as s:
+            return list(
+                s.execute(
+                    select(_callbacks.c.id)
+                    .where(
+                        _callbacks.c.outcome == CALLBACK_PENDING,
+                        _callbacks.c.received_at <= self.clock() - self.stale_after,
+                    )
+                    .order_by(_callbacks.c.id)
+                    .limit(limit)
+                ).scalars()
             )
-            self._apply_in(s, row, result, source="callback", now=now)
-            return "applied"
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -1128,6 +1171,23 @@ def _event_payload(event: CallbackEvent) -> dict[str, Any]:
         "currency": event.currency,
         "failure_code": event.failure_code,
     }
+
+
+def _event_of(payload: Mapping[str, Any]) -> CallbackEvent:
+    """A recorded callback's event, as ``_event_payload`` stored it."""
+    return CallbackEvent(
+        event_id=payload["event_id"],
+        idempotency_key=payload["idempotency_key"],
+        provider_reference=payload["provider_reference"],
+        status=TransferStatus(payload["status"]),
+        amount=payload["amount"],
+        currency=payload["currency"],
+        failure_code=payload["failure_code"],
+    )
+
+
+def _said(outcome: str) -> str:
+    return "applied" if outcome == "apply" else outcome
 
 
 def _platform() -> parties.Principal:

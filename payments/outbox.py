@@ -23,6 +23,7 @@ DISPATCH_BATCH = "payouts.dispatch_batch"
 RESOLVE_PAYOUT = "payouts.resolve"
 RESOLVE_BATCH = "payouts.resolve_batch"
 SEND_SMS = "sms.send"
+APPLY_CALLBACK = "payouts.apply_callback"
 
 
 @dataclass(frozen=True, slots=True)

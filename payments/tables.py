@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -307,7 +308,16 @@ class ProviderCallbackRow(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[datetime]
 
-    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_provider_callbacks_event"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_provider_callbacks_event"),
+        # the sweep's question, "which are not applied yet?", reads only those
+        Index(
+            "ix_provider_callbacks_pending",
+            "received_at",
+            postgresql_where=text("outcome = 'pending'"),
+            sqlite_where=text("outcome = 'pending'"),
+        ),
+    )
 
 
 class OutboxRow(Base):

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kombu import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp
@@ -141,7 +142,13 @@ def run_policy(settings: Settings) -> payouts.RunPolicy:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The queue's configuration: Redis when configured, else a broker that needs no server
     (kombu's filesystem transport in the data folder, writing each message whole: see
-    ``upah.broker``), so the embedded default runs real workers."""
+    ``upah.broker``), so the embedded default runs real workers.
+
+    Provider callbacks are applied from a queue of their own, which every worker also takes
+    from (in turn with the main one): in the main queue they would wait behind a whole run's
+    dispatch batches, while status queries asked about payouts whose answer had already come.
+    """
+    callbacks = callbacks_queue(settings)
     conf: dict[str, Any] = {
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -150,6 +157,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.upah_queue,
+        "task_queues": (Queue(settings.upah_queue), Queue(callbacks)),
+        "task_routes": {"payouts.apply_callbacks": {"queue": callbacks}},
         "broker_connection_retry_on_startup": True,
         "timezone": "UTC",
         "worker_hijack_root_logger": False,
@@ -176,6 +185,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     conf["beat_schedule_filename"] = str(_private_folder(settings) / "celerybeat-schedule")
     return conf
+
+
+def callbacks_queue(settings: Settings) -> str:
+    return f"{settings.upah_queue}.callbacks"
 
 
 def kick(settings: Settings) -> Callable[[], None]:

@@ -37,6 +37,7 @@ SMS_MAX_RETRIES = 300
 """A gateway can be down for hours: an SMS is tried again sooner at first, then every 5 to 10
 minutes, for at least a day (:func:`sms_retry_in`) before it is left pending and logged."""
 SMS_GROUP = 25
+CALLBACK_GROUP = 25
 
 
 @dataclass
@@ -81,14 +82,25 @@ def relay_outbox() -> int:
 
 
 def _publish(messages: list[outbox.Message]) -> None:
-    """Queue each message as its task; SMS notices go in groups of SMS_GROUP, one task each
-    (an SMS is a few milliseconds of work: a task apiece would cost as much again)."""
+    """Queue each message as its task; SMS notices go in groups of SMS_GROUP and callbacks in
+    groups of CALLBACK_GROUP, one task each (each is a few milliseconds of work: a task apiece
+    would cost as much again)."""
+    grouped = (outbox.SEND_SMS, outbox.APPLY_CALLBACK)
     for message in messages:
-        if message.topic != outbox.SEND_SMS:
+        if message.topic not in grouped:
             _send(message)
     sms = [m.payload for m in messages if m.topic == outbox.SEND_SMS]
     for first in range(0, len(sms), SMS_GROUP):
         celery_app.send_task("sms.send_many", kwargs={"payloads": sms[first : first + SMS_GROUP]})
+    callbacks = [int(m.payload["callback_id"]) for m in messages if m.topic == outbox.APPLY_CALLBACK]
+    _queue_callbacks(callbacks)
+
+
+def _queue_callbacks(callback_ids: list[int]) -> None:
+    for first in range(0, len(callback_ids), CALLBACK_GROUP):
+        celery_app.send_task(
+            "payouts.apply_callbacks", kwargs={"callback_ids": callback_ids[first : first + CALLBACK_GROUP]}
+        )
 
 
 def _send(message: outbox.Message) -> None:
@@ -132,17 +144,40 @@ def resolve_batch(payout_ids: list[int]) -> dict[str, str]:
     return {str(k): v.value for k, v in runtime().dispatcher.resolve_many(payout_ids, queued=True).items()}
 
 
+@celery_app.task(name="payouts.apply_callbacks")
+def apply_callbacks(callback_ids: list[int]) -> dict[str, int]:
+    """Apply recorded provider callbacks, each in a transaction of its own (one that locked
+    several payouts could wait for a ledger account a dispatch holding one of them waits for)."""
+    dispatcher = runtime().dispatcher
+    done: dict[str, int] = {}
+    for callback_id in callback_ids:
+        try:
+            outcome = dispatcher.apply_callback(callback_id)
+        except Exception:  # the others still go; the sweep queues this one again
+            log.exception("callback %d could not be applied; the sweep will try again", callback_id)
+            outcome = "error"
+        done[outcome] = done.get(outcome, 0) + 1
+    return done
+
+
 @celery_app.task(name="payouts.sweep")
 def sweep_payouts() -> dict[str, int]:
-    """Find payouts that need sending or asking about (after crashes, backoffs) and queue them;
-    complete runs whose last settlements raced each other."""
+    """Find payouts that need sending or asking about (after crashes, backoffs) and callbacks
+    not yet applied, and queue them; complete runs whose last settlements raced each other."""
     dispatcher = runtime().dispatcher
     resend, ask = dispatcher.due()
     for payout_id in resend:
         celery_app.send_task("payouts.dispatch", kwargs={"payout_id": payout_id})
     for payout_id in ask:
         celery_app.send_task("payouts.resolve", kwargs={"payout_id": payout_id})
-    return {"resend": len(resend), "ask": len(ask), "runs_completed": dispatcher.complete_runs()}
+    callbacks = dispatcher.unapplied_callbacks()
+    _queue_callbacks(callbacks)
+    return {
+        "resend": len(resend),
+        "ask": len(ask),
+        "callbacks": len(callbacks),
+        "runs_completed": dispatcher.complete_runs(),
+    }
 
 
 @celery_app.task(name="sms.send", bind=True, max_retries=SMS_MAX_RETRIES)

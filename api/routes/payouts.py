@@ -129,7 +129,8 @@ def list_payouts(
 )
 async def provider_callback(provider: str, request: Request, rt: RuntimeDep) -> JSONResponse:
     """Authenticated the provider's own way (sandbox: ``X-Sandbox-Signature: t=…,v1=…`` HMAC-SHA256
-    over ``t.body`` with a 300 s tolerance; Xendit: ``x-callback-token``), in constant time."""
+    over ``t.body`` with a 300 s tolerance; Xendit: ``x-callback-token``), in constant time, and
+    recorded; a worker applies it to the payout."""
     from anyio import to_thread
 
     body = await request.body()
@@ -139,9 +140,9 @@ async def provider_callback(provider: str, request: Request, rt: RuntimeDep) -> 
         return error_response(404, "not_found", "no payout providers are configured")
     dispatcher = rt.dispatcher
     try:
-        outcome = await to_thread.run_sync(
-            lambda: dispatcher.handle_callback(provider, headers=headers, body=body)
+        recorded = await to_thread.run_sync(
+            lambda: dispatcher.record_callback(provider, headers=headers, body=body)
         )
     except InvalidCallback:
         return error_response(401, "invalid_signature", "the callback's signature or token is not valid")
-    return JSONResponse({"received": True, "outcome": outcome})
+    return JSONResponse({"received": True, "outcome": "duplicate" if recorded is None else "recorded"})

@@ -28,7 +28,7 @@ from payments.parties import OrganizationKind, Principal, Role
 from payments.payout_states import PayoutStatus
 from payments.tables import HomeworkerRow
 from tests.audit.conftest import SECRET
-from tests.payments.scenario import KEYRING
+from tests.payments.scenario import KEYRING, deliver_callback
 from tests.sandbox import LiveSandbox
 
 SIGNING_KEY = chain.load_private_key(chain.generate_private_key_text())
@@ -297,4 +297,4 @@ def _reverse_at_provider(
     ).encode()
     clock.at(when)
     headers = {"X-Sandbox-Signature": signatures.sign(SECRET, body, timestamp=int(when.timestamp()))}
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=body) == "applied"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=body) == "applied"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from integrations import phones
 from ledger import atomic
 from payments import deliveries, orders, parties, payouts, pii, rates
+from payments.dispatch import Dispatcher
 from payments.parties import OrganizationKind, Principal, Role
 
 KEYRING = pii.Keyring.from_keys([pii.generate_key()])
@@ -24,6 +26,15 @@ def admin() -> Principal:
 
 SANDBOX_SECRET = b"payments-test-sandbox-secret"
 """Signs the live sandbox's callbacks in the payout tests."""
+
+
+def deliver_callback(
+    dispatcher: Dispatcher, provider: str, *, headers: Mapping[str, str], body: bytes
+) -> str:
+    """A callback recorded as the endpoint records it, then applied as the worker's task applies
+    it; what was done with it ("duplicate" for an event already recorded)."""
+    recorded = dispatcher.record_callback(provider, headers=headers, body=body)
+    return "duplicate" if recorded is None else dispatcher.apply_callback(recorded)
 
 
 @dataclass

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations import signatures
 from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
 from ledger import atomic, journal, reports
+from ledger.tables import EntryRow
 from payments import outbox, parties, payouts, pii
-from payments.dispatch import FIRST_POLL, Dispatcher
+from payments.dispatch import CALLBACK_PENDING, FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus, RunStatus
-from payments.tables import HomeworkerRow, PayoutRunRow
-from tests.payments.scenario import KEYRING, SANDBOX_SECRET, Buyer, earn, make_buyer, make_worker, run
+from payments.tables import (
+    HomeworkerRow,
+    OutboxRow,
+    PayoutEventRow,
+    PayoutRow,
+    PayoutRunRow,
+    ProviderCallbackRow,
+)
+from tests.payments.scenario import (
+    KEYRING,
+    SANDBOX_SECRET,
+    Buyer,
+    deliver_callback,
+    earn,
+    make_buyer,
+    make_worker,
+    run,
+)
 from tests.sandbox import LiveSandbox
 
 
@@ -38,10 +56,6 @@ def paid_at_sandbox(sandbox: LiveSandbox, key: str) -> list[dict[str, object]]:
 
 
 def key_of(factory: sessionmaker[Session], payout_id: int) -> str:
-    from sqlalchemy import select
-
-    from payments.tables import PayoutRow
-
     with factory() as s:
         return str(s.execute(select(PayoutRow.idempotency_key).where(PayoutRow.id == payout_id)).scalar_one())
 
@@ -280,28 +294,98 @@ def test_a_callback_settles_an_unknown_payout_and_its_duplicate_changes_nothing(
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, "evt-1")
     )
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "duplicate"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "duplicate"
     with pg_factory() as s:
         assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.SUCCEEDED
         assert reports.check_integrity(s) == []
 
 
-def test_a_callback_with_a_bad_signature_is_refused(dispatcher: Dispatcher) -> None:
-    raw = json.dumps({"event_id": "x"}).encode()
+def pending_callbacks(factory: sessionmaker[Session]) -> list[str]:
+    with factory() as s:
+        return list(
+            s.execute(
+                select(ProviderCallbackRow.event_id).where(ProviderCallbackRow.outcome == CALLBACK_PENDING)
+            ).scalars()
+        )
+
+
+def test_a_recorded_callback_changes_nothing_until_a_worker_applies_it(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    dispatcher.dispatch(payout.id)
+    event = f"evt-{payout.id}-recorded"
+    headers, raw = signed(callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, event))
+    recorded = dispatcher.record_callback("sandbox", headers=headers, body=raw)
+    assert recorded is not None and event in pending_callbacks(pg_factory)
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.UNKNOWN
+        queued = select(OutboxRow.payload).where(OutboxRow.topic == outbox.APPLY_CALLBACK)
+        assert {"callback_id": recorded} in list(s.execute(queued).scalars())
+    assert dispatcher.apply_callback(recorded) == "applied"
+    assert event not in pending_callbacks(pg_factory)
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.SUCCEEDED
+
+
+def test_a_callback_applied_twice_settles_its_payout_once(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    earn(pg_factory, buyer, worker, 20_000)
+    payout = run(pg_factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    dispatcher.dispatch(payout.id)
+    headers, raw = signed(
+        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, f"evt-{payout.id}-twice")
+    )
+    recorded = dispatcher.record_callback("sandbox", headers=headers, body=raw)
+    assert recorded is not None
+    assert dispatcher.apply_callback(recorded) == "applied"
+    count_entries = select(func.count()).select_from(EntryRow)
+    count_events = select(func.count()).where(PayoutEventRow.payout_id == payout.id)
+    with pg_factory() as s:
+        entries, events = s.execute(count_entries).scalar_one(), s.execute(count_events).scalar_one()
+    assert dispatcher.apply_callback(recorded) == "applied"  # a task delivered again
+    with pg_factory() as s:
+        assert s.execute(count_entries).scalar_one() == entries
+        assert s.execute(count_events).scalar_one() == events
+        assert reports.check_integrity(s) == []
+
+
+def test_the_sweep_finds_a_callback_left_unapplied_only_once_it_is_stale(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher
+) -> None:
+    headers, raw = signed(callback_body(0, "no-such-key", "succeeded", 5_000, "evt-left-unapplied"))
+    recorded = dispatcher.record_callback("sandbox", headers=headers, body=raw)
+    assert recorded is not None
+    assert recorded not in dispatcher.unapplied_callbacks()
+    later = replace(dispatcher, clock=lambda: datetime.now(UTC) + dispatcher.stale_after)
+    assert recorded in later.unapplied_callbacks()
+    assert dispatcher.apply_callback(recorded) == "unknown_payout"
+    assert recorded not in later.unapplied_callbacks()
+
+
+def test_a_callback_with_a_bad_signature_is_refused_and_not_recorded(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher
+) -> None:
+    raw = json.dumps(callback_body(0, "no-such-key", "succeeded", 5_000, "evt-forged")).encode()
     with pytest.raises(InvalidCallback):
-        dispatcher.handle_callback("sandbox", headers={"X-Sandbox-Signature": "t=1,v1=00"}, body=raw)
+        dispatcher.record_callback("sandbox", headers={"X-Sandbox-Signature": "t=1,v1=00"}, body=raw)
+    with pg_factory() as s:
+        forged = select(ProviderCallbackRow).where(ProviderCallbackRow.event_id == "evt-forged")
+        assert s.execute(forged).first() is None
 
 
 def test_a_callback_for_an_unknown_payout_is_recorded_not_dropped(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher
 ) -> None:
     headers, raw = signed(callback_body(0, "no-such-key", "succeeded", 5_000, "evt-stranger"))
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "unknown_payout"
-    from sqlalchemy import select
-
-    from payments.tables import ProviderCallbackRow
-
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "unknown_payout"
     with pg_factory() as s:
         row = s.execute(
             select(ProviderCallbackRow).where(ProviderCallbackRow.event_id == "evt-stranger")
@@ -318,7 +402,7 @@ def _failed_then_paid(
     dispatcher.dispatch(payout.id)
     key = key_of(factory, payout.id)
     headers, raw = signed(callback_body(payout.id, key, "failed", 50_000, f"evt-failed-{payout.id}"))
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
     assert earned(factory, buyer, worker) == 50_000
     return payout
 
@@ -331,7 +415,7 @@ def test_a_success_callback_after_a_failure_holds_the_amount_so_no_later_run_pay
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
     )
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "conflict"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "conflict"
     assert earned(pg_factory, buyer, worker) == 0
     assert run(pg_factory, buyer).count == 0
     with pg_factory() as s:
@@ -366,7 +450,7 @@ def test_a_success_after_a_failure_whose_money_is_already_held_again_is_only_rec
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
     )
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "conflict"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "conflict"
     with pg_factory() as s:
         assert journal.find_hold_by_key(s, f"payout:{payout.id}:conflict") is None
         assert reports.check_integrity(s) == []
@@ -383,7 +467,7 @@ def test_a_stale_pending_callback_after_success_changes_nothing(
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "failed", 20_000, "evt-late")
     )
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "out_of_order"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "out_of_order"
     with pg_factory() as s:
         assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).status is PayoutStatus.SUCCEEDED
 
@@ -399,7 +483,7 @@ def test_a_later_reversal_owes_her_the_money_again(
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "reversed", 20_000, "evt-rev")
     )
-    assert dispatcher.handle_callback("sandbox", headers=headers, body=raw) == "applied"
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
     assert earned(pg_factory, buyer, worker) == 20_000
     with pg_factory() as s:
         assert reports.check_integrity(s) == []

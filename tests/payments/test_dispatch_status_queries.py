@@ -22,7 +22,7 @@ from payments import outbox
 from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus
 from payments.tables import OutboxRow, PayoutRow
-from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+from tests.payments.scenario import KEYRING, Buyer, deliver_callback, earn, make_buyer, make_worker, run
 
 URL = "https://sandbox.provider.test"
 PAYOUTS = f"{URL}/v1/payouts"
@@ -391,7 +391,8 @@ def test_a_status_callback_saying_it_never_arrived_sends_it_again_with_the_same_
     key = payout_row(pg_factory, unknown).idempotency_key
     query = urlencode({"upah_token": MPESA_TOKEN, "upah_key": key, "upah_kind": "status"})
     headers = {CALLBACK_QUERY_HEADER: query}
-    assert receiving.handle_callback("sandbox", headers=headers, body=daraja_status_result(2032)) == "resend"
+    answered = deliver_callback(receiving, "sandbox", headers=headers, body=daraja_status_result(2032))
+    assert answered == "resend"
     row = payout_row(pg_factory, unknown)
     assert (row.status, row.idempotency_key) == (PayoutStatus.SUBMITTED.value, key)
     assert unknown in receiving.due()[0]

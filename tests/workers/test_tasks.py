@@ -1,13 +1,25 @@
 """The worker's other jobs, on the real Celery worker: SMS notices leave through the outbox,
-and the nightly reconciliation checks the sandbox provider's statement."""
+the nightly reconciliation checks the sandbox provider's statement, and the sweep applies a
+callback whose task was lost."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
+
 from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from payments.tables import PayoutRow, ReconciliationExceptionRow, ReconciliationRunRow, SmsMessageRow
+from ledger import atomic
+from payments.dispatch import CALLBACK_PENDING
+from payments.tables import (
+    PayoutRow,
+    ProviderCallbackRow,
+    ReconciliationExceptionRow,
+    ReconciliationRunRow,
+    SmsMessageRow,
+)
 from tests.workers.conftest import Stack
 from tests.workers.test_payouts_e2e import start_run, statuses, wait_until
 from upah import bootstrap
@@ -73,3 +85,38 @@ def test_the_nightly_task_reconciles_the_sandbox_statement(
     assert (unexpected, missed) == ([], []), run.summary
     assert run.summary["matched"] == 2, run.summary
     client.close()
+
+
+def test_the_sweep_applies_a_recorded_callback_whose_task_was_lost(
+    stack: Stack, pg_factory: sessionmaker[Session]
+) -> None:
+    event_id = f"evt-lost-{uuid.uuid4().hex}"
+    with atomic(pg_factory) as s:  # recorded by the endpoint; its outbox message never relayed
+        callback_id = s.execute(
+            insert(ProviderCallbackRow)
+            .values(
+                provider="sandbox",
+                event_id=event_id,
+                status="succeeded",
+                payload={
+                    "event_id": event_id,
+                    "idempotency_key": "no-such-payout",
+                    "provider_reference": None,
+                    "status": "succeeded",
+                    "amount": 5_000,
+                    "currency": "IDR",
+                    "failure_code": None,
+                },
+                outcome=CALLBACK_PENDING,
+                received_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+            .returning(ProviderCallbackRow.id)
+        ).scalar_one()
+    stack.start_worker(concurrency=1)
+
+    def outcome() -> str:
+        with pg_factory() as s:
+            query = select(ProviderCallbackRow.outcome).where(ProviderCallbackRow.id == callback_id)
+            return str(s.execute(query).scalar_one())
+
+    wait_until(lambda: outcome() == "unknown_payout", timeout=30, stack=stack)
