@@ -150,7 +150,8 @@ def post(
 def post_many(session: Session, drafts: Sequence[EntryDraft], *, now: datetime) -> list[int]:
     """Post a batch of entries in one transaction with set-based writes; returns their ids.
 
-    For bulk work (imports, benchmarks). All or nothing; keys already posted are replayed.
+    For bulk work (imports, benchmarks, ``capture_holds``). All or nothing; keys already posted
+    are replayed.
     """
     if not drafts:
         return []
@@ -399,6 +400,87 @@ def capture_hold(session: Session, *, hold_id: int, draft: EntryDraft, now: date
         update(_accounts).where(_accounts.c.id == hold.account_id).values(held=_accounts.c.held - hold.amount)
     )
     return entry
+
+
+def capture_holds(
+    session: Session, captures: Sequence[tuple[int, EntryDraft]], *, now: datetime
+) -> list[int]:
+    """``capture_hold`` for each ``(hold_id, draft)``, set-based; the entries' ids, in order.
+
+    For a batch of fresh captures (a dispatch batch), at a few statements whatever its size:
+    the holds are locked (by id), then every account the entries touch (by id, as a posting
+    locks them); the holds' funds are released and the entries posted together by
+    ``post_many``. All or nothing. A batch with a hold that is not pending, or a draft key an
+    entry already has (checked once the holds are locked), is captured hold by hold by
+    ``capture_hold``, with its replays and refusals.
+    """
+    if not captures:
+        return []
+    hold_ids = [hold_id for hold_id, _ in captures]
+    if len(set(hold_ids)) != len(hold_ids):
+        raise InvalidEntry("a batch may not capture a hold twice")
+    holds = {
+        hold.id: hold
+        for hold in map(
+            _hold,
+            session.execute(
+                select(_holds).where(_holds.c.id.in_(hold_ids)).order_by(_holds.c.id).with_for_update()
+            ),
+        )
+    }
+    for hold_id in hold_ids:
+        if hold_id not in holds:
+            raise HoldNotFound(f"hold {hold_id} does not exist", hold_id=hold_id)
+    keys = [draft.key for _, draft in captures]
+    posted = session.execute(select(_entries.c.key).where(_entries.c.key.in_(keys)).limit(1)).first()
+    if posted is not None or any(h.status is not HoldStatus.PENDING for h in holds.values()):
+        return [capture_hold(session, hold_id=h, draft=d, now=now).id for h, d in captures]
+    for hold_id, draft in captures:
+        check_resolvable(holds[hold_id].status, holds[hold_id].expires_at, now, capturing=True)
+        check_balanced(draft)
+    accounts = _lock_accounts(
+        session,
+        {p.account_id for _, d in captures for p in d.postings} | {h.account_id for h in holds.values()},
+    )
+    taken: dict[int, int] = {}
+    released: dict[int, int] = defaultdict(int)
+    for hold_id, draft in captures:
+        hold = holds[hold_id]
+        account_type = accounts[hold.account_id].type
+        amount = -sign(account_type) * sum(
+            p.amount for p in draft.postings if p.account_id == hold.account_id
+        )
+        if amount <= 0 or amount > hold.amount:
+            raise InvalidEntry(
+                f"a capture must take between 1 and {hold.amount} from account {hold.account_id}",
+                captured=str(amount),
+            )
+        taken[hold_id] = amount
+        released[hold.account_id] += hold.amount
+    session.execute(
+        update(_accounts)
+        .where(_accounts.c.id == bindparam("aid"))
+        .values(held=_accounts.c.held - bindparam("n")),
+        [{"aid": aid, "n": n} for aid, n in sorted(released.items())],
+        execution_options={"synchronize_session": False},
+    )
+    entry_ids = post_many(session, [draft for _, draft in captures], now=now)
+    session.execute(
+        update(_holds)
+        .where(_holds.c.id == bindparam("hid"))
+        .values(
+            status=HoldStatus.CAPTURED.value,
+            captured_amount=bindparam("taken"),
+            entry_id=bindparam("eid"),
+            resolved_at=now,
+        ),
+        [
+            {"hid": hold_id, "taken": taken[hold_id], "eid": entry_id}
+            for hold_id, entry_id in zip(hold_ids, entry_ids, strict=True)
+        ],
+        execution_options={"synchronize_session": False},
+    )
+    return entry_ids
 
 
 def void_hold(session: Session, *, hold_id: int, now: datetime) -> Hold:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, tuple_, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -409,6 +409,52 @@ class Dispatcher:
                 self._apply_in(s, row, result, source="callback", now=now)
             return _said(outcome)
 
+    def apply_callbacks(self, callback_ids: Sequence[int]) -> dict[int, str]:
+        """``apply_callback`` for a group, what was done with each. The common case, a payout's
+        first word of success, is applied for the whole group in one transaction, set-based;
+        every other callback (failures, reversals, repeats about one payout, callbacks found
+        by reference alone) in a transaction of its own after it, exactly as one at a time.
+
+        Locks are taken as ``apply_callback`` takes them — callbacks, then payouts (each in id
+        order), then ledger accounts — so groups never deadlock with each other or with it.
+        """
+        done: dict[int, str] = {}
+        alone: list[int] = []
+        now = self.clock()
+        with atomic(self.sessions) as s:
+            pending: list[tuple[Row[Any], CallbackEvent]] = []
+            for recorded in s.execute(
+                select(_callbacks)
+                .where(_callbacks.c.id.in_(sorted(set(callback_ids))))
+                .order_by(_callbacks.c.id)
+                .with_for_update()
+            ):
+                if recorded.outcome == CALLBACK_PENDING:
+                    pending.append((recorded, _event_of(recorded.payload)))
+                else:
+                    done[recorded.id] = _said(recorded.outcome)
+            by_key = _lock_by_keys(
+                s, [(r.provider, e.idempotency_key) for r, e in pending if e.idempotency_key]
+            )
+            settled: list[tuple[Row[Any], Row[Any]]] = []
+            for recorded, event in pending:
+                key = (recorded.provider, event.idempotency_key or "")
+                row = by_key.pop(key, None)  # one per payout: a second waits for the first
+                if (
+                    row is None
+                    or event.status is not TransferStatus.SUCCEEDED
+                    or self._callback_outcome(s, row, event, now) != "apply"
+                ):
+                    alone.append(recorded.id)
+                    continue
+                settled.append((recorded, row))
+            if settled:
+                self._succeed_many_in(s, settled, now)
+                done.update({recorded.id: "applied" for recorded, _ in settled})
+        for callback_id in alone:
+            done[callback_id] = self.apply_callback(callback_id)
+        return done
+
     def unapplied_callbacks(self, *, limit: int = 200) -> list[int]:
         """Callbacks recorded at least ``stale_after`` ago and still not applied: their task
         was lost (the outbox and the queue's redelivery make that rare); the sweep queues them
@@ -476,7 +522,7 @@ class Dispatcher:
     ) -> dict[int, _Send | PayoutStatus | None]:
         """``_submit_ready_in`` for locked payouts, set-based: what they need is read in one
         query per table, and their rows and events written in one statement each. Each
-        payout's dispatch entry is still its own ledger posting (capturing its own hold)."""
+        payout's dispatch entry captures its own hold, the batch's all together."""
         found: dict[int, _Send | PayoutStatus | None] = {}
         if not rows:
             return found
@@ -498,7 +544,7 @@ class Dispatcher:
             )
         }
         resent: list[Row[Any]] = []
-        submitted: list[tuple[Row[Any], int]] = []
+        capturing: list[tuple[Row[Any], EntryDraft]] = []
         for row in rows:
             status = PayoutStatus(row.status)
             worker = workers[row.homeworker_id]
@@ -534,7 +580,7 @@ class Dispatcher:
                 found[row.id] = None
                 continue
             transition(status, target=PayoutStatus.SUBMITTED)
-            submitted.append((row, self._capture_in(s, row, now)))
+            capturing.append((row, self._dispatch_entry(s, row, now)))
             found[row.id] = self._request_for(row, worker.name_enc)
         if resent:
             s.execute(
@@ -558,7 +604,9 @@ class Dispatcher:
                 ],
                 now=now,
             )
-        if submitted:
+        if capturing:
+            entry_ids = journal.capture_holds(s, [(r.hold_id, draft) for r, draft in capturing], now=now)
+            submitted = [(r, entry_id) for (r, _), entry_id in zip(capturing, entry_ids, strict=True)]
             s.execute(
                 update(_payouts)
                 .where(_payouts.c.id == bindparam("pid"))
@@ -621,28 +669,22 @@ class Dispatcher:
         )
         return _Send(row.provider, request)
 
-    def _capture_in(self, s: Session, row: Row[Any], now: datetime) -> int:
+    def _dispatch_entry(self, s: Session, row: Row[Any], now: datetime) -> EntryDraft:
         """The dispatch entry: her earned hold captured into the provider's in-flight account."""
-        entry = journal.capture_hold(
-            s,
-            hold_id=row.hold_id,
-            draft=EntryDraft(
-                key=f"payout:{row.id}:dispatch",
-                postings=(
-                    Posting.debit(row.earned_account_id, row.amount, row.currency),
-                    Posting.credit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
-                ),
-                effective_at=now,
-                description=f"payout {row.reference} sent to {row.provider}",
-                metadata={
-                    "kind": "payout_dispatched",
-                    "payout_id": row.id,
-                    "homeworker_id": row.homeworker_id,
-                },
+        return EntryDraft(
+            key=f"payout:{row.id}:dispatch",
+            postings=(
+                Posting.debit(row.earned_account_id, row.amount, row.currency),
+                Posting.credit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
             ),
-            now=now,
+            effective_at=now,
+            description=f"payout {row.reference} sent to {row.provider}",
+            metadata={
+                "kind": "payout_dispatched",
+                "payout_id": row.id,
+                "homeworker_id": row.homeworker_id,
+            },
         )
-        return entry.id
 
     # --- the two platform accounts every payout touches, looked up once per process ----------
 
@@ -729,43 +771,87 @@ class Dispatcher:
         # the payout's own rows first; the postings to the two accounts every settlement
         # touches last, so that their row locks are held for as short a time as possible
         self._finish_in(s, row, PayoutStatus.SUCCEEDED, source, now, {})
-        cash_id = self._cash_id(s, now)
-        journal.post(
-            s,
-            EntryDraft(
-                key=f"payout:{row.id}:settle",
-                postings=(
-                    Posting.debit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
-                    Posting.credit(cash_id, row.amount, row.currency),
-                ),
-                effective_at=now,
-                description=f"payout {row.reference} confirmed by {row.provider}",
-                metadata={
-                    "kind": "payout_succeeded",
-                    "payout_id": row.id,
-                    "homeworker_id": row.homeworker_id,
-                },
+        journal.post(s, self._settle_entry(s, row, now), now=now)
+        if row.fee_hold_id is not None:
+            journal.capture_hold(s, hold_id=row.fee_hold_id, draft=self._fee_entry(s, row, now), now=now)
+
+    def _succeed_many_in(
+        self, s: Session, settled: Sequence[tuple[Row[Any], Row[Any]]], now: datetime
+    ) -> None:
+        """``_succeed_in`` for each (callback, payout) of a group of first callbacks of success,
+        set-based, with the callbacks' outcomes; in the same order of locks and writes."""
+        for _, row in settled:
+            transition(PayoutStatus(row.status), target=PayoutStatus.SUCCEEDED)
+        many = {"synchronize_session": False}
+        s.execute(
+            update(_callbacks)
+            .where(_callbacks.c.id == bindparam("cid"))
+            .values(payout_id=bindparam("pid"), outcome="apply"),
+            [{"cid": callback.id, "pid": row.id} for callback, row in settled],
+            execution_options=many,
+        )
+        s.execute(
+            update(_payouts)
+            .where(_payouts.c.id == bindparam("pid"))
+            .values(
+                status=PayoutStatus.SUCCEEDED.value,
+                settled_at=now,
+                next_attempt_at=None,
+                updated_at=now,
+                provider_reference=func.coalesce(_payouts.c.provider_reference, bindparam("ref")),
             ),
+            [{"pid": row.id, "ref": callback.payload["provider_reference"]} for callback, row in settled],
+            execution_options=many,
+        )
+        rows = [row for _, row in settled]
+        record_events(
+            s,
+            [Event(r.id, PayoutStatus(r.status), PayoutStatus.SUCCEEDED, "callback", {}) for r in rows],
             now=now,
         )
-        if row.fee_hold_id is not None:
-            buyer = parties.get_organization(s, principal=_platform(), organization_id=row.buyer_id)
-            assert buyer.available_account_id is not None
-            journal.capture_hold(
-                s,
-                hold_id=row.fee_hold_id,
-                draft=EntryDraft(
-                    key=f"payout:{row.id}:fee",
-                    postings=(
-                        Posting.debit(buyer.available_account_id, row.fee, row.currency),
-                        Posting.credit(cash_id, row.fee, row.currency),
-                    ),
-                    effective_at=now,
-                    description=f"provider fee for payout {row.reference}, paid by the buyer",
-                    metadata={"kind": "provider_fee", "payout_id": row.id},
-                ),
-                now=now,
-            )
+        outbox.add_many(
+            s,
+            topic=outbox.SEND_SMS,
+            payloads=[{"kind": "payout_succeeded", "payout_id": r.id} for r in rows],
+            now=now,
+        )
+        for run_id in sorted({r.run_id for r in rows}):
+            self._complete_run_in(s, run_id, now)
+        journal.post_many(s, [self._settle_entry(s, r, now) for r in rows], now=now)
+        fees = [(r.fee_hold_id, self._fee_entry(s, r, now)) for r in rows if r.fee_hold_id is not None]
+        journal.capture_holds(s, fees, now=now)
+
+    def _settle_entry(self, s: Session, row: Row[Any], now: datetime) -> EntryDraft:
+        """The provider paid her: in-flight settled against platform cash."""
+        return EntryDraft(
+            key=f"payout:{row.id}:settle",
+            postings=(
+                Posting.debit(self._in_flight_id(s, row.provider, now), row.amount, row.currency),
+                Posting.credit(self._cash_id(s, now), row.amount, row.currency),
+            ),
+            effective_at=now,
+            description=f"payout {row.reference} confirmed by {row.provider}",
+            metadata={"kind": "payout_succeeded", "payout_id": row.id, "homeworker_id": row.homeworker_id},
+        )
+
+    def _fee_entry(self, s: Session, row: Row[Any], now: datetime) -> EntryDraft:
+        """The provider's fee for a paid payout, charged to the buyer (its fee hold's capture)."""
+        available_id = self._buyer_available_id(s, row.buyer_id)
+        return EntryDraft(
+            key=f"payout:{row.id}:fee",
+            postings=(
+                Posting.debit(available_id, row.fee, row.currency),
+                Posting.credit(self._cash_id(s, now), row.fee, row.currency),
+            ),
+            effective_at=now,
+            description=f"provider fee for payout {row.reference}, paid by the buyer",
+            metadata={"kind": "provider_fee", "payout_id": row.id},
+        )
+
+    def _buyer_available_id(self, s: Session, buyer_id: int) -> int:
+        buyer = parties.get_organization(s, principal=_platform(), organization_id=buyer_id)
+        assert buyer.available_account_id is not None
+        return buyer.available_account_id
 
     def _fail_in(
         self, s: Session, row: Row[Any], *, code: str, reason: str, source: str, now: datetime
@@ -1136,6 +1222,19 @@ def _lock_many(s: Session, payout_ids: Sequence[int]) -> list[Row[Any]]:
             .with_for_update()
         )
     )
+
+
+def _lock_by_keys(s: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:
+    """The payouts with these (provider, idempotency key)s, locked in id order."""
+    if not keys:
+        return {}
+    rows = s.execute(
+        select(_payouts)
+        .where(tuple_(_payouts.c.provider, _payouts.c.idempotency_key).in_(sorted(set(keys))))
+        .order_by(_payouts.c.id)
+        .with_for_update()
+    )
+    return {(row.provider, row.idempotency_key): row for row in rows}
 
 
 def _lock(s: Session, payout_id: int) -> Row[Any]:

@@ -146,18 +146,28 @@ def resolve_batch(payout_ids: list[int]) -> dict[str, str]:
 
 @celery_app.task(name="payouts.apply_callbacks")
 def apply_callbacks(callback_ids: list[int]) -> dict[str, int]:
-    """Apply recorded provider callbacks, each in a transaction of its own (one that locked
-    several payouts could wait for a ledger account a dispatch holding one of them waits for)."""
+    """Apply recorded provider callbacks: a group's first words of success together, the rest
+    each in a transaction of its own (``Dispatcher.apply_callbacks``). Should the group fail,
+    each is tried alone, so that one bad callback holds up no other; one that fails alone is
+    left to the sweep."""
     dispatcher = runtime().dispatcher
+    try:
+        outcomes = list(dispatcher.apply_callbacks(callback_ids).values())
+    except Exception:
+        log.exception("a group of %d callbacks failed; applying them one by one", len(callback_ids))
+        outcomes = [_apply_alone(dispatcher, callback_id) for callback_id in callback_ids]
     done: dict[str, int] = {}
-    for callback_id in callback_ids:
-        try:
-            outcome = dispatcher.apply_callback(callback_id)
-        except Exception:  # the others still go; the sweep queues this one again
-            log.exception("callback %d could not be applied; the sweep will try again", callback_id)
-            outcome = "error"
+    for outcome in outcomes:
         done[outcome] = done.get(outcome, 0) + 1
     return done
+
+
+def _apply_alone(dispatcher: Dispatcher, callback_id: int) -> str:
+    try:
+        return dispatcher.apply_callback(callback_id)
+    except Exception:
+        log.exception("callback %d could not be applied; the sweep will try again", callback_id)
+        return "error"
 
 
 @celery_app.task(name="payouts.sweep")
