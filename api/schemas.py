@@ -324,6 +324,14 @@ class PayoutRunCreate(Request):
     )
 
 
+class ConflictSettlement(Request):
+    provider_paid: bool = Field(
+        description="what the provider's statement shows: true, it paid her (the payout succeeds); "
+        "false, it did not (the held amount goes back to her earnings for the next run)"
+    )
+    reason: str = Field(min_length=1, max_length=500, description="the statement or case this rests on")
+
+
 class PayoutLine(BaseModel):
     id: int
     homeworker_id: int

@@ -892,7 +892,7 @@ class Dispatcher:
         hold that much of them, so that no later run pays it a second time. The payout stays
         ``failed`` (the ledger follows our records); the hold (key ``payout:{id}:conflict``) and
         the payout's history say why. Which answer was true is for reconciliation against the
-        provider's statement; no command releases or captures the hold yet."""
+        provider's statement: an admin then settles it (``payments.conflicts``)."""
         try:
             journal.place_hold(
                 s,

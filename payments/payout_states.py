@@ -10,7 +10,7 @@ created        submitted, failed
 submitted      succeeded, failed, unknown
 unknown        succeeded, failed, unknown, submitted
 succeeded      reversed
-failed         (terminal)
+failed         (terminal; succeeded only by reconciliation)
 reversed       (terminal)
 =============  ==========================================
 
@@ -28,7 +28,10 @@ reversed       (terminal)
 - ``succeeded → reversed``: the provider reversed a completed payment.
 
 ``failed`` and ``reversed`` are terminal: the money is back in what she is owed, and a
-retry is a new payout with a new key. A *run* groups a buyer's payouts: ``created →
+retry is a new payout with a new key. The one exception, outside :data:`TRANSITIONS`
+because no provider answer can take it: ``failed → succeeded`` when the provider said it
+paid a payout we had failed, and an admin settles that conflict from the provider's
+statement (:func:`settle_conflict`, ``payments.conflicts``). A *run* groups a buyer's payouts: ``created →
 (awaiting_approval →) dispatching → completed``.
 """
 
@@ -104,6 +107,17 @@ def transition(current: PayoutStatus, *, target: PayoutStatus) -> PayoutStatus:
             target=str(target),
         )
     return target
+
+
+def settle_conflict(current: PayoutStatus) -> PayoutStatus:
+    """``failed → succeeded``, for a conflict settled from the provider's statement alone."""
+    if PayoutStatus(current) is not PayoutStatus.FAILED:
+        raise IllegalTransition(
+            f"only a failed payout's conflict is settled, not a {current} one",
+            current=str(current),
+            target=PayoutStatus.SUCCEEDED.value,
+        )
+    return PayoutStatus.SUCCEEDED
 
 
 def run_transition(current: RunStatus, *, target: RunStatus) -> RunStatus:

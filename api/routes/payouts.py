@@ -11,7 +11,7 @@ from api import schemas as s
 from api.deps import NowDep, PrincipalDep, RuntimeDep
 from api.errors import error_response
 from integrations.providers.base import CALLBACK_QUERY_HEADER, InvalidCallback
-from payments import payouts
+from payments import conflicts, payouts
 from payments.parties import Role
 from payments.payout_states import PayoutStatus
 
@@ -108,6 +108,30 @@ def get_payout(payout_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep) -> s.Pay
     who.require(*OWNER_OR_AUDITOR)
     with rt.read() as session:
         return _payout(payouts.get(session, principal=who, payout_id=payout_id))
+
+
+@router.post(
+    "/v1/payouts/{payout_id}/conflict",
+    response_model=s.PayoutRead,
+    responses={409: {"model": s.ErrorBody}},
+    summary="Settle a payout the provider says it paid after it failed",
+)
+def settle_conflict(
+    payout_id: s.IdParam, body: s.ConflictSettlement, who: PrincipalDep, rt: RuntimeDep, now: NowDep
+) -> s.PayoutRead:
+    """An admin, from the provider's statement: paid (the held amount is recorded as paid to her
+    and the payout succeeds; the buyer pays the fee) or not paid (the hold is released to her
+    earnings). 409 ``invalid_state`` for a payout with no conflict to settle."""
+    with rt.transaction() as session:
+        payout = conflicts.resolve(
+            session,
+            principal=who,
+            payout_id=payout_id,
+            provider_paid=body.provider_paid,
+            reason=body.reason,
+            now=now,
+        )
+    return _payout(payout)
 
 
 @router.get("/v1/payouts", response_model=list[s.PayoutRead])

@@ -265,3 +265,49 @@ def test_runs_and_payouts_are_read_by_their_buyer_and_auditors_alone(
         for path in paths:
             refused = client.get(path, headers=other.headers)
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden", path
+
+
+def settle_conflict(client: TestClient, actor: Actor, payout_id: int, body: dict[str, Any]) -> Any:
+    return client.post(f"/v1/payouts/{payout_id}/conflict", json=body, headers=actor.headers)
+
+
+SETTLED_AS_PAID = {"provider_paid": True, "reason": "provider statement of 2026-12-01, line 14"}
+
+
+def test_settling_a_conflict_a_payout_does_not_have_is_409_and_changes_nothing(
+    client: TestClient, buyer: Actor, admin: Actor
+) -> None:
+    earn(client, buyer)
+    payout_id = create(client, buyer).json()["payouts"][0]["id"]
+    r = settle_conflict(client, admin, payout_id, SETTLED_AS_PAID)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
+    assert client.get(f"/v1/payouts/{payout_id}", headers=buyer.headers).json()["status"] == "created"
+
+
+def test_only_an_admin_settles_a_payout_conflict(client: TestClient, buyer: Actor) -> None:
+    earn(client, buyer)
+    payout_id = create(client, buyer).json()["payouts"][0]["id"]
+    r = settle_conflict(client, buyer, payout_id, SETTLED_AS_PAID)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reason": "statement"},
+        {"provider_paid": True, "reason": ""},
+        {"provider_paid": "maybe", "reason": "x"},
+    ],
+)
+def test_a_conflict_settlement_says_whether_the_provider_paid_and_why(
+    client: TestClient, admin: Actor, body: dict[str, Any]
+) -> None:
+    r = settle_conflict(client, admin, 1, body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_settling_the_conflict_of_a_payout_that_does_not_exist_is_404(
+    client: TestClient, admin: Actor
+) -> None:
+    r = settle_conflict(client, admin, 10**9, SETTLED_AS_PAID)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

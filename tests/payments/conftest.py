@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.providers.sandbox import SandboxProvider
 from payments.dispatch import Dispatcher
-from tests.payments.scenario import KEYRING, SANDBOX_SECRET
+from tests.payments.scenario import KEYRING, SANDBOX_SECRET, Buyer, make_buyer
 from tests.sandbox import LiveSandbox
 
 
@@ -30,3 +30,9 @@ def dispatcher(pg_factory: sessionmaker[Session], sandbox: LiveSandbox) -> Itera
         sessions=pg_factory, providers={"sandbox": provider}, keyring=KEYRING, clock=lambda: datetime.now(UTC)
     )
     provider._session.close()
+
+
+@pytest.fixture
+def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
+    """A buyer organisation with funds and two keys (maker and checker)."""
+    return make_buyer(pg_factory)

@@ -33,16 +33,10 @@ from tests.payments.scenario import (
     Buyer,
     deliver_callback,
     earn,
-    make_buyer,
     make_worker,
     run,
 )
 from tests.sandbox import LiveSandbox
-
-
-@pytest.fixture
-def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
-    return make_buyer(pg_factory)
 
 
 def earned(factory: sessionmaker[Session], buyer: Buyer, worker: int) -> int:

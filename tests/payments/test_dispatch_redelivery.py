@@ -22,7 +22,7 @@ from payments import parties
 from payments.dispatch import Dispatcher
 from payments.payout_states import PayoutStatus
 from payments.tables import PayoutRow
-from tests.payments.scenario import KEYRING, Buyer, earn, make_buyer, make_worker, run
+from tests.payments.scenario import KEYRING, Buyer, earn, make_worker, run
 
 URL = "https://sandbox.provider.test"
 PAYOUTS = f"{URL}/v1/payouts"
@@ -46,11 +46,6 @@ def dispatcher(pg_factory: sessionmaker[Session]) -> Dispatcher:
         clock=lambda: datetime.now(UTC),
         rng=random.Random(7),
     )
-
-
-@pytest.fixture
-def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
-    return make_buyer(pg_factory)
 
 
 @pytest.fixture

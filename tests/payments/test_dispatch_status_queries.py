@@ -22,7 +22,7 @@ from payments import outbox
 from payments.dispatch import FIRST_POLL, Dispatcher
 from payments.payout_states import PayoutStatus
 from payments.tables import OutboxRow, PayoutRow
-from tests.payments.scenario import KEYRING, Buyer, deliver_callback, earn, make_buyer, make_worker, run
+from tests.payments.scenario import KEYRING, Buyer, deliver_callback, earn, make_worker, run
 
 URL = "https://sandbox.provider.test"
 PAYOUTS = f"{URL}/v1/payouts"
@@ -65,11 +65,6 @@ def dispatcher(pg_factory: sessionmaker[Session], clock: Clock) -> Dispatcher:
         clock=clock,
         rng=random.Random(7),
     )
-
-
-@pytest.fixture
-def buyer(pg_factory: sessionmaker[Session]) -> Buyer:
-    return make_buyer(pg_factory)
 
 
 @pytest.fixture
