@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from anyio import to_thread
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.metrics import Metrics
@@ -152,7 +153,16 @@ async def authenticate(rt: Runtime, header: str) -> Principal:
     return found
 
 
-async def principal(request: Request, rt: RuntimeDep) -> Principal:
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+
+
+async def principal(
+    request: Request,
+    rt: RuntimeDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> Principal:
+    """``_declared`` puts the bearer scheme in the published schema; ``authenticate`` reads the
+    header itself (the idempotency layer reads it the same way)."""
     return await authenticate(rt, request.headers.get("authorization", ""))
 
 

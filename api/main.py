@@ -13,6 +13,7 @@ from api import logging as app_logging
 from api.deps import Kick, Runtime
 from api.metrics import Metrics, RequestMetrics
 from api.middleware import BodyLimit, Idempotency
+from api.openapi import with_idempotency_keys
 from api.routes import audit, gateway, homeworkers, orders, organizations, payouts, system
 from api.schemas import ErrorBody
 from api.timeouts import BodyDeadline
@@ -91,6 +92,7 @@ def create_app(
         "currency's minor unit; rates are decimal strings. Every POST accepts an Idempotency-Key.",
         responses=ERROR_RESPONSES,
     )
+    app.openapi = with_idempotency_keys(app)  # type: ignore[method-assign]
     app.state.runtime = rt
     errors.install(app)
     for router in (

@@ -50,3 +50,26 @@ def test_metrics_count_refusals_the_app_gave_by_route_template_but_not_bodies_re
     assert f'upah_http_requests_total{{method="POST",route="{route}",status="404"}} 1.0' in body
     assert f'upah_http_request_seconds_count{{route="{route}"}} 1.0' in body
     assert 'status="413"' not in body
+
+
+def test_the_openapi_schema_declares_the_bearer_api_key_on_operations_that_need_one(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()
+    [(name, scheme)] = schema["components"]["securitySchemes"].items()
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    paths = schema["paths"]
+    assert paths["/v1/orders"]["post"]["security"] == [{name: []}]
+    assert paths["/v1/payouts/{payout_id}"]["get"]["security"] == [{name: []}]
+    for unauthenticated in ("/v1/providers/{provider}/callbacks", "/v1/gateway/ussd"):
+        assert "security" not in paths[unauthenticated]["post"]  # signed by the provider or gateway
+    assert "security" not in paths["/healthz"]["get"]
+
+
+def test_every_post_in_the_openapi_schema_takes_an_idempotency_key(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    posts = [operations["post"] for operations in paths.values() if "post" in operations]
+    assert len(posts) > 15
+    for post in posts:
+        [header] = [p for p in post["parameters"] if p["name"] == "Idempotency-Key"]
+        assert (header["in"], header["required"]) == ("header", False)
