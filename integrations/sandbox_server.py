@@ -416,12 +416,17 @@ class CallbackDispatcher:
         self.schedule(0.0, lambda: self._attempt(outbound, 0), key=outbound.payout_id)
 
     def _session(self) -> requests.Session:
-        """The injected session, or one per lane thread (a Session is not made for sharing)."""
+        """The injected session, or one per lane thread (a Session is not made for sharing).
+
+        Its own takes nothing from the environment: a callback carries its signature and no
+        credentials from ``~/.netrc`` for the callback's host, nor goes through a proxy meant
+        for the machine's other traffic (and it skips looking for them on every callback)."""
         if self._shared_session is not None:
             return self._shared_session
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            session.trust_env = False
             with self._condition:
                 self._sessions.append(session)
         return session

@@ -258,6 +258,27 @@ def test_callback_from_the_sandbox_passes_the_adapters_verification(live, provid
     )
 
 
+def test_a_callback_carries_its_signature_and_no_netrc_credentials_for_its_host(
+    live, provider, tmp_path, monkeypatch
+):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login operator password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    _CallbackReceiver.received = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _CallbackReceiver)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        provider.send(transfer(callback_url=f"http://127.0.0.1:{receiver.server_address[1]}/callbacks"))
+        assert sandbox_service(live.app).wait_idle()
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    [(headers, _)] = _CallbackReceiver.received
+    assert "Authorization" not in headers and "X-Sandbox-Signature" in headers
+
+
 # ---------------------------------------------------------------- HTTP edge cases (responses)
 
 
