@@ -44,20 +44,22 @@ def resolve(
     hold = journal.find_hold_by_key(session, f"payout:{row.id}:conflict")
     if row.status != PayoutStatus.FAILED.value or hold is None or hold.status is not HoldStatus.PENDING:
         raise InvalidState("this payout has no conflict to settle", status=row.status)
-    detail = {"by_key": principal.key_id, "reason": reason.strip()[:500]}
+    record_event(
+        session,
+        payout_id=row.id,
+        from_status=PayoutStatus.FAILED,
+        to_status=settle_conflict(PayoutStatus(row.status)) if provider_paid else PayoutStatus.FAILED,
+        source="reconciliation",
+        detail={
+            "conflict": "the provider paid" if provider_paid else "the provider did not pay",
+            "by_key": principal.key_id,
+            "reason": reason.strip()[:500],
+        },
+        now=now,
+    )
     if not provider_paid:
         journal.void_hold(session, hold_id=hold.id, now=now)
-        record_event(
-            session,
-            payout_id=row.id,
-            from_status=PayoutStatus.FAILED,
-            to_status=PayoutStatus.FAILED,
-            source="reconciliation",
-            detail={"conflict": "the provider did not pay", **detail},
-            now=now,
-        )
         return get(session, principal=principal, payout_id=payout_id)
-    settle_conflict(PayoutStatus(row.status))
     buyer = parties.get_organization(session, principal=principal, organization_id=row.buyer_id)
     in_flight = chart.provider_in_flight(session, provider=row.provider, now=now).id
     cash = chart.platform_cash(session, now=now).id
@@ -72,15 +74,6 @@ def resolve(
             settled_at=now,
             updated_at=now,
         )
-    )
-    record_event(
-        session,
-        payout_id=row.id,
-        from_status=PayoutStatus.FAILED,
-        to_status=PayoutStatus.SUCCEEDED,
-        source="reconciliation",
-        detail={"conflict": "the provider paid", **detail},
-        now=now,
     )
     outbox.add(
         session, topic=outbox.SEND_SMS, payload={"kind": "payout_succeeded", "payout_id": row.id}, now=now

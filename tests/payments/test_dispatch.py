@@ -277,17 +277,29 @@ def callback_body(payout_id: int, key: str, status: str, amount: int, event: str
     }
 
 
+def unknown_payout(
+    factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
+) -> payouts.Payout:
+    """A Rp 20,000 payout whose send timed out (the provider paid it): its outcome is unknown."""
+    worker = make_worker(factory, buyer)
+    earn(factory, buyer, worker, 20_000)
+    payout = run(factory, buyer).payouts[0]
+    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
+    dispatcher.dispatch(payout.id)
+    return payout
+
+
+def paid_callback(
+    factory: sessionmaker[Session], payout: payouts.Payout, event: str
+) -> tuple[dict[str, str], bytes]:
+    return signed(callback_body(payout.id, key_of(factory, payout.id), "succeeded", payout.amount, event))
+
+
 def test_a_callback_settles_an_unknown_payout_and_its_duplicate_changes_nothing(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
-    worker = make_worker(pg_factory, buyer)
-    earn(pg_factory, buyer, worker, 20_000)
-    payout = run(pg_factory, buyer).payouts[0]
-    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
-    dispatcher.dispatch(payout.id)
-    headers, raw = signed(
-        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, "evt-1")
-    )
+    payout = unknown_payout(pg_factory, dispatcher, sandbox, buyer)
+    headers, raw = paid_callback(pg_factory, payout, "evt-1")
     assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
     assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "duplicate"
     with pg_factory() as s:
@@ -307,13 +319,9 @@ def pending_callbacks(factory: sessionmaker[Session]) -> list[str]:
 def test_a_recorded_callback_changes_nothing_until_a_worker_applies_it(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
-    worker = make_worker(pg_factory, buyer)
-    earn(pg_factory, buyer, worker, 20_000)
-    payout = run(pg_factory, buyer).payouts[0]
-    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
-    dispatcher.dispatch(payout.id)
+    payout = unknown_payout(pg_factory, dispatcher, sandbox, buyer)
     event = f"evt-{payout.id}-recorded"
-    headers, raw = signed(callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, event))
+    headers, raw = paid_callback(pg_factory, payout, event)
     recorded = dispatcher.record_callback("sandbox", headers=headers, body=raw)
     assert recorded is not None and event in pending_callbacks(pg_factory)
     with pg_factory() as s:
@@ -329,14 +337,8 @@ def test_a_recorded_callback_changes_nothing_until_a_worker_applies_it(
 def test_a_callback_applied_twice_settles_its_payout_once(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
-    worker = make_worker(pg_factory, buyer)
-    earn(pg_factory, buyer, worker, 20_000)
-    payout = run(pg_factory, buyer).payouts[0]
-    sandbox.set_faults(timeout_paid=1.0, stall_seconds=3)
-    dispatcher.dispatch(payout.id)
-    headers, raw = signed(
-        callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 20_000, f"evt-{payout.id}-twice")
-    )
+    payout = unknown_payout(pg_factory, dispatcher, sandbox, buyer)
+    headers, raw = paid_callback(pg_factory, payout, f"evt-{payout.id}-twice")
     recorded = dispatcher.record_callback("sandbox", headers=headers, body=raw)
     assert recorded is not None
     assert dispatcher.apply_callback(recorded) == "applied"
