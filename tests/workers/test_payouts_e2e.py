@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import atomic, journal, reports
 from payments import deliveries, orders, parties, payouts, pii, rates
+from payments.dispatch import CALLBACK_PENDING
 from payments.payout_states import PayoutStatus
-from payments.tables import PayoutEventRow, PayoutRow
+from payments.tables import PayoutEventRow, PayoutRow, ProviderCallbackRow
 from tests.payments.scenario import Buyer, make_buyer, make_worker
 from tests.workers.conftest import Stack
 
@@ -167,6 +168,23 @@ def test_five_hundred_payouts_survive_faults_and_two_sigkills_exactly_once(
             assert still_owed + paid == owed[row.homeworker_id]
         assert reports.check_integrity(s) == []
     assert Counter(r.status for r in rows)["failed"] >= 5
+    delivered = {
+        c["event_id"] for c in stack.sandbox.get("/v1/callbacks").json()["callbacks"] if c["deliveries"]
+    }
+
+    def unapplied() -> set[str]:
+        """Delivered callbacks not recorded, or recorded and not applied yet."""
+        with pg_factory() as s:
+            applied = s.execute(
+                select(ProviderCallbackRow.event_id).where(
+                    ProviderCallbackRow.event_id.in_(delivered),
+                    ProviderCallbackRow.outcome != CALLBACK_PENDING,
+                )
+            )
+            return delivered - set(applied.scalars())
+
+    assert len(delivered) >= 450  # the provider reported on (nearly) every payout it received
+    wait_until(lambda: not unapplied(), timeout=60, stack=stack)  # every callback applied, each once
     with pg_factory() as s:
         went_unknown = s.execute(
             select(func.count(func.distinct(PayoutEventRow.payout_id))).where(
