@@ -316,8 +316,13 @@ def main() -> None:
                     f"  {count} payouts in {m.seconds:.1f} s; last submitted at {m.all_submitted:.1f} s;"
                     f" submitted → succeeded p50 {m.settle_lag[0]:.2f} s, p90 {m.settle_lag[1]:.2f} s"
                     f" (settled by {m.settled_by});"
-                    f" CPU ms per payout: {cpu}"
+                    f" CPU ms per payout: {cpu} (total {sum(m.cpu.values()) / count * 1000:.1f})"
                 )
+            cores = os.cpu_count() or 1
+            print(
+                f"the target's CPU budget: {cores} cores at 0.5 of the baseline allow"
+                f" {cores * 1000 / (0.5 * base[0]):.1f} ms of CPU per payout, for every process above"
+            )
             ratios = [m.rate / b for m, b in zip(rates, bases, strict=True)]
             print(
                 f"ratio to baseline: {statistics.median(ratios):.2f}"
