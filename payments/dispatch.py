@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, tuple_, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -1225,16 +1225,18 @@ def _lock_many(s: Session, payout_ids: Sequence[int]) -> list[Row[Any]]:
 
 
 def _lock_by_keys(s: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:
-    """The payouts with these (provider, idempotency key)s, locked in id order."""
+    """The payouts with these (provider, idempotency key)s, locked in id order (found by the
+    keys' unique index: each key is one payout's, whichever its provider)."""
     if not keys:
         return {}
     rows = s.execute(
         select(_payouts)
-        .where(tuple_(_payouts.c.provider, _payouts.c.idempotency_key).in_(sorted(set(keys))))
+        .where(_payouts.c.idempotency_key.in_(sorted({key for _, key in keys})))
         .order_by(_payouts.c.id)
         .with_for_update()
     )
-    return {(row.provider, row.idempotency_key): row for row in rows}
+    wanted = set(keys)
+    return {(r.provider, r.idempotency_key): r for r in rows if (r.provider, r.idempotency_key) in wanted}
 
 
 def _lock(s: Session, payout_id: int) -> Row[Any]:
