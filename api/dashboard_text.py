@@ -288,6 +288,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "status.awaiting_approval": ("menunggu persetujuan", "awaiting approval"),
     "status.dispatching": ("sedang dikirim", "sending"),
     "status.completed": ("selesai", "completed"),
+    "status.rejected": ("ditolak", "rejected"),
     "status.submitted": ("terkirim ke penyedia", "submitted"),
     "status.unknown": ("belum pasti (dicek)", "unknown (checking)"),
     "status.succeeded": ("dibayar", "paid"),

@@ -31,8 +31,10 @@ reversed       (terminal)
 retry is a new payout with a new key. The one exception, outside :data:`TRANSITIONS`
 because no provider answer can take it: ``failed → succeeded`` when the provider said it
 paid a payout we had failed, and an admin settles that conflict from the provider's
-statement (:func:`settle_conflict`, ``payments.conflicts``). A *run* groups a buyer's payouts: ``created →
-(awaiting_approval →) dispatching → completed``.
+statement (:func:`settle_conflict`, ``payments.conflicts``).
+
+A *run* groups a buyer's payouts: ``created → (awaiting_approval →) dispatching →
+completed``, or ``awaiting_approval → rejected`` when it is not approved.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class RunStatus(StrEnum):
     DISPATCHING = "dispatching"
     COMPLETED = "completed"
     """Every payout of the run has a known outcome."""
+    REJECTED = "rejected"
+    """Not approved: nothing was sent, and what its payouts held went back."""
 
 
 class IllegalTransition(InvalidState):
@@ -83,9 +87,10 @@ TRANSITIONS: Mapping[PayoutStatus, frozenset[PayoutStatus]] = {
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     RunStatus.CREATED: frozenset({RunStatus.AWAITING_APPROVAL, RunStatus.DISPATCHING, RunStatus.COMPLETED}),
-    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.DISPATCHING}),
+    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.DISPATCHING, RunStatus.REJECTED}),
     RunStatus.DISPATCHING: frozenset({RunStatus.COMPLETED}),
     RunStatus.COMPLETED: frozenset(),
+    RunStatus.REJECTED: frozenset(),
 }
 """``created → completed`` is for a run with no payouts in it."""
 

@@ -26,7 +26,7 @@ from ledger.tables import AccountRow, table_of
 from payments import outbox, parties
 from payments.errors import Forbidden, InvalidState, NotFound, ValidationFailed
 from payments.parties import OrganizationKind, Principal, Role
-from payments.payout_states import PayoutStatus, RunStatus
+from payments.payout_states import PayoutStatus, RunStatus, run_transition
 from payments.tables import (
     DeliveryRow,
     EarningsAccountRow,
@@ -196,7 +196,8 @@ def reject_run(session: Session, *, principal: Principal, run_id: int, now: date
     (``run_rejected``) and what they held goes back — her earnings to be paid in a later
     run, the buyer's fees to its available balance. Without this a run nobody approved kept
     her money held for ever. A buyer key of the organisation (the checker, or the maker
-    withdrawing it) or an admin key may reject it; the run is then complete."""
+    withdrawing it) or an admin key may reject it; the run is then ``rejected`` (ended: its
+    ``completed_at`` says when)."""
     principal.require(Role.BUYER, Role.ADMIN)
     run = _run_row(session, principal, run_id, for_update=True)
     if run.status != RunStatus.AWAITING_APPROVAL.value:
@@ -231,9 +232,8 @@ def reject_run(session: Session, *, principal: Principal, run_id: int, now: date
         ],
         now=now,
     )
-    session.execute(
-        update(_runs).where(_runs.c.id == run_id).values(status=RunStatus.COMPLETED.value, completed_at=now)
-    )
+    status = run_transition(RunStatus(run.status), target=RunStatus.REJECTED)
+    session.execute(update(_runs).where(_runs.c.id == run_id).values(status=status.value, completed_at=now))
     return get_run(session, principal=principal, run_id=run_id)
 
 

@@ -232,7 +232,9 @@ class PayoutRunRow(Base):
     completed_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("status IN ('created','awaiting_approval','dispatching','completed')", name="status"),
+        CheckConstraint(
+            "status IN ('created','awaiting_approval','dispatching','completed','rejected')", name="status"
+        ),
     )
 
 

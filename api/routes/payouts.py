@@ -89,7 +89,7 @@ def approve_run(run_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: NowDe
 @router.post("/v1/payout-runs/{run_id}/reject", response_model=s.PayoutRunRead)
 def reject_run(run_id: s.IdParam, who: PrincipalDep, rt: RuntimeDep, now: NowDep) -> s.PayoutRunRead:
     """A run awaiting approval is not paid: its payouts fail unsent (``run_rejected``) and
-    what they held is released; the run is complete. Any buyer key of the organisation (the
+    what they held is released; the run is ``rejected``. Any buyer key of the organisation (the
     checker, or its maker withdrawing it) or an admin key."""
     with rt.transaction() as session:
         run = payouts.reject_run(session, principal=who, run_id=run_id, now=now)

@@ -219,7 +219,7 @@ def test_a_rejected_run_releases_her_earnings_to_the_next_run_and_the_buyers_fee
     assert run["status"] == "awaiting_approval"
     r = strict.post(f"/v1/payout-runs/{run['id']}/reject", headers=buyer.headers)
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "completed"
+    assert r.json()["status"] == "rejected"
     assert [p["status"] for p in r.json()["payouts"]] == ["failed"]
     after = strict.get(f"/v1/organizations/{buyer.organization_id}/balance", headers=buyer.headers)
     assert after.json() == balance_before.json()

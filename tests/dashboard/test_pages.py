@@ -233,4 +233,4 @@ def test_a_buyer_rejects_a_run_awaiting_approval_from_the_payouts_page(
             f"Putaran #{run['id']} ditolak; uang yang ditahan dilepas untuk putaran berikutnya."
         ]
         after = web.get(f"/v1/payout-runs/{run['id']}", headers=buyer.headers).json()
-        assert after["status"] == "completed" and after["payouts"][0]["status"] == "failed"
+        assert after["status"] == "rejected" and after["payouts"][0]["status"] == "failed"

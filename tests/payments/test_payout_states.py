@@ -17,6 +17,7 @@ from payments.payout_states import (
     is_terminal,
     run_is_complete,
     run_transition,
+    settle_conflict,
     transition,
 )
 
@@ -42,6 +43,7 @@ RUN_ALLOWED = {
     (R.CREATED, R.DISPATCHING),
     (R.CREATED, R.COMPLETED),
     (R.AWAITING_APPROVAL, R.DISPATCHING),
+    (R.AWAITING_APPROVAL, R.REJECTED),
     (R.DISPATCHING, R.COMPLETED),
 }
 RUN_REFUSED = set(itertools.product(R, R)) - RUN_ALLOWED
@@ -51,8 +53,19 @@ def test_payouts_have_exactly_six_lower_case_statuses() -> None:
     assert [s.value for s in P] == ["created", "submitted", "unknown", "succeeded", "failed", "reversed"]
 
 
-def test_runs_have_their_four_lower_case_statuses() -> None:
-    assert [s.value for s in R] == ["created", "awaiting_approval", "dispatching", "completed"]
+def test_runs_have_their_five_lower_case_statuses() -> None:
+    assert [s.value for s in R] == ["created", "awaiting_approval", "dispatching", "completed", "rejected"]
+
+
+def test_a_conflict_settled_as_paid_is_the_one_way_out_of_failed() -> None:
+    assert settle_conflict(P.FAILED) is P.SUCCEEDED
+    assert (P.FAILED, P.SUCCEEDED) not in {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+
+
+@pytest.mark.parametrize("current", [p for p in P if p is not P.FAILED])
+def test_only_a_failed_payouts_conflict_is_settled(current: P) -> None:
+    with pytest.raises(IllegalTransition):
+        settle_conflict(current)
 
 
 def test_the_transition_table_is_exactly_the_documented_one() -> None:

@@ -99,7 +99,7 @@ def test_rejecting_a_run_takes_the_buyers_account_before_hers(pg_factory: sessio
 
     _her_account_is_free_while(pg_factory, buyers, earned, reject)
     with pg_factory() as s:
-        assert payouts.get_run(s, principal=buyer.principal, run_id=waiting.id).status.value == "completed"
+        assert payouts.get_run(s, principal=buyer.principal, run_id=waiting.id).status.value == "rejected"
 
 
 def test_a_failure_returning_her_money_takes_the_buyers_account_before_hers(
