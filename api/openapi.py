@@ -23,11 +23,12 @@ def with_idempotency_keys(app: FastAPI) -> Callable[[], dict[str, Any]]:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        schema = app.openapi_schema
+        if schema is None:  # the first time: generated (and kept by FastAPI), then completed
             schema = generate()
             for operations in schema["paths"].values():
                 if "post" in operations:
                     operations["post"].setdefault("parameters", []).append(IDEMPOTENCY_KEY)
-        return app.openapi_schema or generate()
+        return schema
 
     return openapi

@@ -148,7 +148,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     from (in turn with the main one): in the main queue they would wait behind a whole run's
     dispatch batches, while status queries asked about payouts whose answer had already come.
     """
-    callbacks = callbacks_queue(settings)
+    callbacks = f"{settings.upah_queue}.callbacks"
     conf: dict[str, Any] = {
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -185,10 +185,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     conf["beat_schedule_filename"] = str(_private_folder(settings) / "celerybeat-schedule")
     return conf
-
-
-def callbacks_queue(settings: Settings) -> str:
-    return f"{settings.upah_queue}.callbacks"
 
 
 def kick(settings: Settings) -> Callable[[], None]:

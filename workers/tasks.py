@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -90,17 +92,14 @@ def _publish(messages: list[outbox.Message]) -> None:
         if message.topic not in grouped:
             _send(message)
     sms = [m.payload for m in messages if m.topic == outbox.SEND_SMS]
-    for first in range(0, len(sms), SMS_GROUP):
-        celery_app.send_task("sms.send_many", kwargs={"payloads": sms[first : first + SMS_GROUP]})
+    _send_in_groups("sms.send_many", "payloads", sms, SMS_GROUP)
     callbacks = [int(m.payload["callback_id"]) for m in messages if m.topic == outbox.APPLY_CALLBACK]
-    _queue_callbacks(callbacks)
+    _send_in_groups("payouts.apply_callbacks", "callback_ids", callbacks, CALLBACK_GROUP)
 
 
-def _queue_callbacks(callback_ids: list[int]) -> None:
-    for first in range(0, len(callback_ids), CALLBACK_GROUP):
-        celery_app.send_task(
-            "payouts.apply_callbacks", kwargs={"callback_ids": callback_ids[first : first + CALLBACK_GROUP]}
-        )
+def _send_in_groups(task: str, argument: str, items: Sequence[Any], size: int) -> None:
+    for first in range(0, len(items), size):
+        celery_app.send_task(task, kwargs={argument: list(items[first : first + size])})
 
 
 def _send(message: outbox.Message) -> None:
@@ -156,10 +155,7 @@ def apply_callbacks(callback_ids: list[int]) -> dict[str, int]:
     except Exception:
         log.exception("a group of %d callbacks failed; applying them one by one", len(callback_ids))
         outcomes = [_apply_alone(dispatcher, callback_id) for callback_id in callback_ids]
-    done: dict[str, int] = {}
-    for outcome in outcomes:
-        done[outcome] = done.get(outcome, 0) + 1
-    return done
+    return dict(Counter(outcomes))
 
 
 def _apply_alone(dispatcher: Dispatcher, callback_id: int) -> str:
@@ -181,7 +177,7 @@ def sweep_payouts() -> dict[str, int]:
     for payout_id in ask:
         celery_app.send_task("payouts.resolve", kwargs={"payout_id": payout_id})
     callbacks = dispatcher.unapplied_callbacks()
-    _queue_callbacks(callbacks)
+    _send_in_groups("payouts.apply_callbacks", "callback_ids", callbacks, CALLBACK_GROUP)
     return {
         "resend": len(resend),
         "ask": len(ask),

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from integrations import phones
-from ledger import atomic
+from integrations import phones, signatures
+from ledger import atomic, journal
 from payments import deliveries, orders, parties, payouts, pii, rates
 from payments.dispatch import Dispatcher
 from payments.parties import OrganizationKind, Principal, Role
+from payments.tables import PayoutRow
 
 KEYRING = pii.Keyring.from_keys([pii.generate_key()])
 _counter = iter(range(200_000, 10**6))
@@ -143,3 +147,46 @@ def run(
 ) -> payouts.PayoutRun:
     with atomic(factory) as s:
         return payouts.create_run(s, principal=buyer.principal, policy=policy, now=datetime.now(UTC))
+
+
+def earned(factory: sessionmaker[Session], buyer: Buyer, worker: int) -> int:
+    with factory() as s:
+        account = parties.earnings_accounts(s, homeworker_id=worker, buyer_id=buyer.principal.organization_id)
+        return sum(journal.balance(s, a).available for a in account.values())
+
+
+def key_of(factory: sessionmaker[Session], payout_id: int) -> str:
+    with factory() as s:
+        return str(s.execute(select(PayoutRow.idempotency_key).where(PayoutRow.id == payout_id)).scalar_one())
+
+
+def signed(body: dict[str, object]) -> tuple[dict[str, str], bytes]:
+    raw = json.dumps(body).encode()
+    return {"X-Sandbox-Signature": signatures.sign(SANDBOX_SECRET, raw, timestamp=int(time.time()))}, raw
+
+
+def callback_body(payout_id: int, key: str, status: str, amount: int, event: str) -> dict[str, object]:
+    return {
+        "event_id": event,
+        "id": f"sbx-{payout_id}",
+        "reference": "r",
+        "idempotency_key": key,
+        "status": status,
+        "amount": amount,
+        "currency": "IDR",
+        "failure_code": None,
+    }
+
+
+def failed_then_paid(
+    factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer, worker: int
+) -> payouts.Payout:
+    """A payout the provider failed by callback, its money back in her earnings."""
+    earn(factory, buyer, worker, 50_000)
+    payout = run(factory, buyer).payouts[0]
+    dispatcher.dispatch(payout.id)
+    key = key_of(factory, payout.id)
+    headers, raw = signed(callback_body(payout.id, key, "failed", 50_000, f"evt-failed-{payout.id}"))
+    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
+    assert earned(factory, buyer, worker) == 50_000
+    return payout

@@ -13,8 +13,7 @@ from payments import parties
 from payments.dispatch import Dispatcher
 from payments.payout_states import PayoutStatus
 from payments.tables import OutboxRow, PayoutEventRow, PayoutRow, PayoutRunRow
-from tests.payments.scenario import admin, earn, make_buyer, make_worker, run
-from tests.payments.test_dispatch import callback_body, key_of, signed
+from tests.payments.scenario import admin, callback_body, earn, key_of, make_buyer, make_worker, run, signed
 
 
 def submitted_run(factory: sessionmaker[Session], dispatcher: Dispatcher, amounts: list[int]) -> list[int]:

@@ -16,14 +16,24 @@ from payments.dispatch import Dispatcher
 from payments.errors import Forbidden, InvalidState, ValidationFailed
 from payments.payout_states import PayoutStatus
 from payments.tables import OutboxRow, PayoutRow
-from tests.payments.scenario import Buyer, admin, deliver_callback, make_worker, run
-from tests.payments.test_dispatch import _failed_then_paid, callback_body, earned, key_of, signed
+from tests.payments.scenario import (
+    Buyer,
+    admin,
+    callback_body,
+    deliver_callback,
+    earned,
+    failed_then_paid,
+    key_of,
+    make_worker,
+    run,
+    signed,
+)
 
 
 def conflicted(factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer) -> tuple[int, int]:
     """(her id, a payout of Rp 50,000 failed, then said by the provider to be paid)."""
     worker = make_worker(factory, buyer)
-    payout = _failed_then_paid(factory, dispatcher, buyer, worker)
+    payout = failed_then_paid(factory, dispatcher, buyer, worker)
     body = callback_body(payout.id, key_of(factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
     headers, raw = signed(body)
     assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "conflict"
@@ -91,7 +101,7 @@ def test_a_conflict_is_settled_once(
 def test_a_failed_payout_with_no_conflict_cannot_be_settled(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
 ) -> None:
-    payout = _failed_then_paid(pg_factory, dispatcher, buyer, make_worker(pg_factory, buyer))
+    payout = failed_then_paid(pg_factory, dispatcher, buyer, make_worker(pg_factory, buyer))
     with pytest.raises(InvalidState):
         settle(pg_factory, payout.id, paid=True)
 

@@ -12,7 +12,6 @@ import requests
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from integrations import signatures
 from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
 from ledger import atomic, journal, reports
 from ledger.tables import EntryRow
@@ -23,35 +22,27 @@ from payments.tables import (
     HomeworkerRow,
     OutboxRow,
     PayoutEventRow,
-    PayoutRow,
     PayoutRunRow,
     ProviderCallbackRow,
 )
 from tests.payments.scenario import (
     KEYRING,
-    SANDBOX_SECRET,
     Buyer,
+    callback_body,
     deliver_callback,
     earn,
+    earned,
+    failed_then_paid,
+    key_of,
     make_worker,
     run,
+    signed,
 )
 from tests.sandbox import LiveSandbox
 
 
-def earned(factory: sessionmaker[Session], buyer: Buyer, worker: int) -> int:
-    with factory() as s:
-        account = parties.earnings_accounts(s, homeworker_id=worker, buyer_id=buyer.principal.organization_id)
-        return sum(journal.balance(s, a).available for a in account.values())
-
-
 def paid_at_sandbox(sandbox: LiveSandbox, key: str) -> list[dict[str, object]]:
     return [p for p in sandbox.get("/v1/payouts").json()["payouts"] if p["idempotency_key"] == key]
-
-
-def key_of(factory: sessionmaker[Session], payout_id: int) -> str:
-    with factory() as s:
-        return str(s.execute(select(PayoutRow.idempotency_key).where(PayoutRow.id == payout_id)).scalar_one())
 
 
 def test_a_run_pays_what_she_is_owed_and_the_buyer_pays_the_fee(
@@ -259,24 +250,6 @@ def test_an_unapproved_run_is_not_dispatched(
     assert dispatcher.dispatch(waiting.payouts[0].id) is PayoutStatus.CREATED
 
 
-def signed(body: dict[str, object]) -> tuple[dict[str, str], bytes]:
-    raw = json.dumps(body).encode()
-    return {"X-Sandbox-Signature": signatures.sign(SANDBOX_SECRET, raw, timestamp=int(time.time()))}, raw
-
-
-def callback_body(payout_id: int, key: str, status: str, amount: int, event: str) -> dict[str, object]:
-    return {
-        "event_id": event,
-        "id": f"sbx-{payout_id}",
-        "reference": "r",
-        "idempotency_key": key,
-        "status": status,
-        "amount": amount,
-        "currency": "IDR",
-        "failure_code": None,
-    }
-
-
 def unknown_payout(
     factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> payouts.Payout:
@@ -389,25 +362,11 @@ def test_a_callback_for_an_unknown_payout_is_recorded_not_dropped(
         assert row.outcome == "unknown_payout"
 
 
-def _failed_then_paid(
-    factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer, worker: int
-) -> payouts.Payout:
-    """A payout the provider failed by callback, its money back in her earnings."""
-    earn(factory, buyer, worker, 50_000)
-    payout = run(factory, buyer).payouts[0]
-    dispatcher.dispatch(payout.id)
-    key = key_of(factory, payout.id)
-    headers, raw = signed(callback_body(payout.id, key, "failed", 50_000, f"evt-failed-{payout.id}"))
-    assert deliver_callback(dispatcher, "sandbox", headers=headers, body=raw) == "applied"
-    assert earned(factory, buyer, worker) == 50_000
-    return payout
-
-
 def test_a_success_callback_after_a_failure_holds_the_amount_so_no_later_run_pays_it_twice(
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
     worker = make_worker(pg_factory, buyer)
-    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    payout = failed_then_paid(pg_factory, dispatcher, buyer, worker)
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
     )
@@ -428,7 +387,7 @@ def test_a_status_answer_of_success_for_a_payout_failed_meanwhile_holds_the_amou
     """The status query went out while the payout was submitted; a failure callback was
     applied before its answer (succeeded) came back to be applied."""
     worker = make_worker(pg_factory, buyer)
-    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    payout = failed_then_paid(pg_factory, dispatcher, buyer, worker)
     answer = TransferResult(TransferStatus.SUCCEEDED, f"sbx-{payout.id}", raw_status="succeeded")
     assert dispatcher._apply(payout.id, answer, source="status") is PayoutStatus.FAILED
     assert earned(pg_factory, buyer, worker) == 0
@@ -441,7 +400,7 @@ def test_a_success_after_a_failure_whose_money_is_already_held_again_is_only_rec
     pg_factory: sessionmaker[Session], dispatcher: Dispatcher, sandbox: LiveSandbox, buyer: Buyer
 ) -> None:
     worker = make_worker(pg_factory, buyer)
-    payout = _failed_then_paid(pg_factory, dispatcher, buyer, worker)
+    payout = failed_then_paid(pg_factory, dispatcher, buyer, worker)
     assert run(pg_factory, buyer).count == 1  # a new payout holds the returned money
     headers, raw = signed(
         callback_body(payout.id, key_of(pg_factory, payout.id), "succeeded", 50_000, f"evt-ok-{payout.id}")
