@@ -226,7 +226,8 @@ def through_workers(
         with transaction(factory) as s:
             run = payouts.create_run(s, principal=buyer, policy=policy, now=started_at)
         # as POST /v1/payout-runs does: ask the workers to relay the outbox now, not at the next beat
-        client.send_task("outbox.relay", queue=env["UPAH_QUEUE"])
+        # (the relay's route: the callbacks queue, see bootstrap.celery_config)
+        client.send_task("outbox.relay", queue=f"{env['UPAH_QUEUE']}.callbacks")
         while True:
             with factory() as s:
                 done = s.execute(

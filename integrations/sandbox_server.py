@@ -387,7 +387,10 @@ class CallbackDispatcher:
         self._lanes = max(1, lanes)
         self._jobs: list[list[tuple[float, int, Callable[[], None]]]] = [[] for _ in range(self._lanes)]
         self._sequence = itertools.count()
-        self._condition = threading.Condition()
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # idle or closed: for wait_idle and close
+        # one per lane, on the same lock: a new job wakes its own lane's thread, not every lane's
+        self._wakeups = [threading.Condition(lock) for _ in range(self._lanes)]
         self._running_jobs = 0
         self._closed = False
         self._threads: list[threading.Thread | None] = [None] * self._lanes
@@ -407,7 +410,7 @@ class CallbackDispatcher:
                 )
                 self._threads[lane] = thread
                 thread.start()
-            self._condition.notify_all()
+            self._wakeups[lane].notify()
 
     def deliver(self, outbound: Outbound) -> None:
         """Queue one callback delivery, if callbacks are on and the payout has a URL."""
@@ -464,7 +467,7 @@ class CallbackDispatcher:
                     if jobs and jobs[0][0] <= time.monotonic():
                         break
                     wait = jobs[0][0] - time.monotonic() if jobs else None
-                    self._condition.wait(wait)
+                    self._wakeups[lane].wait(wait)
                 if self._closed:
                     return
                 _, _, job = heapq.heappop(jobs)
@@ -476,7 +479,8 @@ class CallbackDispatcher:
             finally:
                 with self._condition:
                     self._running_jobs -= 1
-                    self._condition.notify_all()
+                    if not self._running_jobs and not any(self._jobs):
+                        self._condition.notify_all()  # wait_idle's
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no job is queued or running; False if ``timeout`` passed first."""
@@ -496,6 +500,8 @@ class CallbackDispatcher:
             for jobs in self._jobs:
                 jobs.clear()
             self._condition.notify_all()
+            for wakeup in self._wakeups:
+                wakeup.notify_all()
             threads = [t for t in self._threads if t is not None]
         for thread in threads:
             thread.join(timeout=10.0)

@@ -978,6 +978,21 @@ class _Claimed:
     id: int
     to: str
     text: str
+    until: datetime
+
+
+_Claim = _Claimed | str | SmsTemporaryFailure
+"""A message claimed for sending; what is already known of one done (its status, or
+"skipped"); or, for one another attempt is sending, the failure to retry it with."""
+
+
+def _claim_or_busy(
+    session: Session, *, keyring: pii.Keyring, payload: Mapping[str, Any], now: datetime
+) -> _Claim:
+    try:
+        return _claim(session, keyring=keyring, payload=payload, now=now)
+    except SmsTemporaryFailure as busy:  # raised before anything is written for this message
+        return busy
 
 
 def _claim(
@@ -1012,7 +1027,7 @@ def _claim(
         ).scalar_one()
         if not composed.text:
             return "skipped"
-        return _Claimed(int(message_id), to, composed.text)
+        return _Claimed(int(message_id), to, composed.text, now + SEND_CLAIM)
     if row.status != "pending":
         return str(row.status)
     if row.claimed_until is not None and row.claimed_until > now:
@@ -1026,6 +1041,7 @@ def _claim(
         row.id,
         pii.decrypt(keyring, row.to_enc, context="sms.to"),
         pii.decrypt(keyring, row.text_enc, context="sms.text"),
+        now + SEND_CLAIM,
     )
 
 
@@ -1044,26 +1060,79 @@ def deliver_sms(
     task should retry later (its ``retry_after`` when known). Never holds a database
     transaction open across the gateway call.
     """
+    [claim] = _claim_all(sessions, keyring=keyring, payloads=[payload], clock=clock)
+    return _send_claimed(sessions, sender=sender, claim=claim, clock=clock)
+
+
+def deliver_sms_many(
+    sessions: sessionmaker[Session],
+    *,
+    keyring: pii.Keyring,
+    sender: SmsSender,
+    payloads: Sequence[Mapping[str, Any]],
+    clock: Callable[[], datetime],
+) -> list[str | Exception]:
+    """``deliver_sms`` for a group, each payload's outcome in its place: what ``deliver_sms``
+    would have raised comes back as the value (:class:`SmsTemporaryFailure`: try it later).
+
+    The group is claimed in one transaction, then each message is sent and its outcome
+    recorded in a transaction of its own, as ``deliver_sms`` does: a crash mid-group sends at
+    most the message in flight twice; the others, still claimed, wait out their claim and
+    go out once. A message whose claim ran out before its turn (a slow gateway) is claimed
+    again on its own; if claiming the group met a concurrent attempt, each is delivered alone.
+    """
+    try:
+        claims: list[_Claim] | None = _claim_all(sessions, keyring=keyring, payloads=payloads, clock=clock)
+    except SmsTemporaryFailure:
+        claims = None
+    outcomes: list[str | Exception] = []
+    for i, payload in enumerate(payloads):
+        claim = claims[i] if claims is not None else None
+        try:
+            if claim is None or (isinstance(claim, _Claimed) and clock() >= claim.until):
+                [claim] = _claim_all(sessions, keyring=keyring, payloads=[payload], clock=clock)
+            outcomes.append(_send_claimed(sessions, sender=sender, claim=claim, clock=clock))
+        except Exception as exc:  # each message's failure is its own: the caller retries that one
+            outcomes.append(exc)
+    return outcomes
+
+
+def _claim_all(
+    sessions: sessionmaker[Session],
+    *,
+    keyring: pii.Keyring,
+    payloads: Sequence[Mapping[str, Any]],
+    clock: Callable[[], datetime],
+) -> list[_Claim]:
+    """Record and claim the messages in one transaction."""
     try:
         with atomic(sessions) as session:
-            claimed = _claim(session, keyring=keyring, payload=payload, now=clock())
+            now = clock()
+            return [_claim_or_busy(session, keyring=keyring, payload=p, now=now) for p in payloads]
     except IntegrityError as exc:  # a concurrent attempt inserted the same message first
         raise SmsTemporaryFailure("busy", "another attempt is recording this message", retry_after=5) from exc
-    if isinstance(claimed, str):
-        return claimed
+
+
+def _send_claimed(
+    sessions: sessionmaker[Session], *, sender: SmsSender, claim: _Claim, clock: Callable[[], datetime]
+) -> str:
+    if isinstance(claim, SmsTemporaryFailure):
+        raise claim
+    if isinstance(claim, str):
+        return claim
     try:
-        sent = sender.send(to=claimed.to, text=claimed.text)
+        sent = sender.send(to=claim.to, text=claim.text)
     except SmsRejected as exc:
-        _finish(sessions, claimed.id, status="failed", provider=sender.name, error=exc.code, now=clock())
-        log.warning("sms %d refused by %s (%s)", claimed.id, sender.name, exc.code)
+        _finish(sessions, claim.id, status="failed", provider=sender.name, error=exc.code, now=clock())
+        log.warning("sms %d refused by %s (%s)", claim.id, sender.name, exc.code)
         return "failed"
     except SmsTemporaryFailure as exc:
-        _finish(sessions, claimed.id, status="pending", provider=sender.name, error=exc.code, now=clock())
-        log.info("sms %d not taken by %s now (%s); will retry", claimed.id, sender.name, exc.code)
+        _finish(sessions, claim.id, status="pending", provider=sender.name, error=exc.code, now=clock())
+        log.info("sms %d not taken by %s now (%s); will retry", claim.id, sender.name, exc.code)
         raise
     _finish(
         sessions,
-        claimed.id,
+        claim.id,
         status="sent",
         provider=sender.name,
         error=None,

@@ -65,3 +65,18 @@ def test_the_embedded_default_queues_through_it_inside_the_data_folder(tmp_path:
     with app.connection_for_write() as conn:
         assert isinstance(conn.transport, broker.Transport)
         assert Path(conn.transport_options["control_folder"]).is_relative_to(tmp_path)
+
+
+@pytest.mark.parametrize("task", ["payouts.apply_callbacks", "outbox.relay"])
+def test_callbacks_and_the_relay_that_queues_them_travel_on_the_callbacks_queue(task: str) -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0", upah_queue="upah-routes")
+    app = Celery("upah-test")
+    app.conf.update(bootstrap.celery_config(settings))
+    assert app.amqp.router.route({}, task)["queue"].name == "upah-routes.callbacks"
+
+
+def test_a_run_s_dispatch_batches_travel_on_the_main_queue() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0", upah_queue="upah-routes")
+    app = Celery("upah-test")
+    app.conf.update(bootstrap.celery_config(settings))
+    assert app.amqp.router.route({}, "payouts.dispatch_batch")["queue"].name == "upah-routes"

@@ -147,6 +147,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     Provider callbacks are applied from a queue of their own, which every worker also takes
     from (in turn with the main one): in the main queue they would wait behind a whole run's
     dispatch batches, while status queries asked about payouts whose answer had already come.
+    The outbox relay runs from that queue too: it is what queues the callbacks, and behind the
+    batches it would hold them back as much.
     """
     callbacks = f"{settings.upah_queue}.callbacks"
     conf: dict[str, Any] = {
@@ -158,7 +160,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.upah_queue,
         "task_queues": (Queue(settings.upah_queue), Queue(callbacks)),
-        "task_routes": {"payouts.apply_callbacks": {"queue": callbacks}},
+        "task_routes": {task: {"queue": callbacks} for task in ("payouts.apply_callbacks", "outbox.relay")},
         "broker_connection_retry_on_startup": True,
         "timezone": "UTC",
         "worker_hijack_root_logger": False,

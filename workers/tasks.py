@@ -217,25 +217,23 @@ def sms_retry_longest(retries: int) -> float:
 
 @celery_app.task(name="sms.send_many")
 def send_sms_many(payloads: list[dict[str, Any]]) -> dict[str, int]:
-    """``sms.send`` for a group of messages, one after another. One that must be tried again
-    later (or fails unexpectedly) is handed to its own ``sms.send`` task, which retries it."""
+    """``sms.send`` for a group of messages, claimed together and sent one after another
+    (``channels.deliver_sms_many``). One that must be tried again later (or failed
+    unexpectedly) is handed to its own ``sms.send`` task, which retries it."""
     rt = runtime()
-    done: dict[str, int] = {}
-    for payload in payloads:
-        try:
-            outcome = channels.deliver_sms(
-                rt.db.sessions, keyring=rt.keys.keyring, sender=rt.sms, payload=payload, clock=_now
-            )
-        except SmsTemporaryFailure as exc:
+    outcomes = channels.deliver_sms_many(
+        rt.db.sessions, keyring=rt.keys.keyring, sender=rt.sms, payloads=payloads, clock=_now
+    )
+    done: Counter[str] = Counter()
+    for payload, outcome in zip(payloads, outcomes, strict=True):
+        if isinstance(outcome, SmsTemporaryFailure):
             backoff = 5.0 * random.uniform(0.5, 1.0)  # noqa: S311
-            send_sms.apply_async(kwargs=payload, countdown=exc.retry_after or backoff)
-            outcome = "retry"
-        except Exception:
-            log.exception("sms %s failed in a group; queued on its own", payload.get("kind"))
+            send_sms.apply_async(kwargs=payload, countdown=outcome.retry_after or backoff)
+        elif isinstance(outcome, Exception):
+            log.error("sms %s failed in a group; queued on its own", payload.get("kind"), exc_info=outcome)
             send_sms.apply_async(kwargs=payload, countdown=5.0)
-            outcome = "retry"
-        done[outcome] = done.get(outcome, 0) + 1
-    return done
+        done[outcome if isinstance(outcome, str) else "retry"] += 1
+    return dict(done)
 
 
 @celery_app.task(name="payouts.reconcile")

@@ -169,6 +169,127 @@ def test_a_message_claimed_by_a_running_attempt_waits(factory: sessionmaker[Sess
     )
 
 
+def replies(worker: int, count: int) -> list[dict[str, object]]:
+    return [
+        {"kind": "sms_reply", "homeworker_id": worker, "command": "help", "key": f"sms_reply:{uuid.uuid4()}"}
+        for _ in range(count)
+    ]
+
+
+def sms_rows(factory: sessionmaker[Session], payloads: list[dict[str, object]]) -> list[tuple[str, int]]:
+    with factory() as s:
+        rows = {
+            r.dedupe_key: (r.status, r.attempts)
+            for r in s.execute(
+                select(SmsMessageRow).where(SmsMessageRow.dedupe_key.in_([p["key"] for p in payloads]))
+            ).scalars()
+        }
+    return [rows[str(p["key"])] for p in payloads]
+
+
+def test_a_group_of_messages_is_sent_once_each(factory: sessionmaker[Session]) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    payloads, sender, now = replies(worker, 3), SandboxSmsSender(), datetime.now(UTC)
+    first = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: now
+    )
+    again = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: now
+    )
+    assert (first, again) == (["sent"] * 3, ["sent"] * 3)
+    assert len(sender.to(phone_of(factory, worker))) == 3
+    assert sms_rows(factory, payloads) == [("sent", 1)] * 3
+
+
+def test_one_message_the_gateway_cannot_take_now_holds_up_no_other_in_its_group(
+    factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    payloads, flaky, now = replies(worker, 3), Flaky(), datetime.now(UTC)
+    outcomes = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=flaky, payloads=payloads, clock=lambda: now
+    )
+    assert isinstance(outcomes[0], SmsTemporaryFailure) and outcomes[1:] == ["sent", "sent"]
+    assert sms_rows(factory, payloads) == [("pending", 1), ("sent", 1), ("sent", 1)]
+
+
+class Dying:
+    """A gateway that takes one message, then the worker process dies."""
+
+    name = "dying"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, *, to: str, text: str) -> SentSms:
+        if self.sent:
+            raise SystemExit("killed")
+        self.sent.append(text)
+        return SentSms(message_id="D1", status="queued")
+
+
+def test_after_a_crash_mid_group_the_unsent_messages_wait_out_their_claim_and_go_out_once(
+    factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    payloads, now = replies(worker, 3), datetime.now(UTC)
+    with pytest.raises(SystemExit):
+        channels.deliver_sms_many(
+            factory, keyring=KEYRING, sender=Dying(), payloads=payloads, clock=lambda: now
+        )
+    sender = SandboxSmsSender()
+    soon = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: now
+    )
+    assert soon[0] == "sent" and all(
+        isinstance(o, SmsTemporaryFailure) and o.code == "busy" for o in soon[1:]
+    )
+    later = now + channels.SEND_CLAIM + timedelta(seconds=1)
+    after = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: later
+    )
+    assert after == ["sent"] * 3
+    assert len(sender.to(phone_of(factory, worker))) == 2
+    assert sms_rows(factory, payloads) == [("sent", 1)] * 3
+
+
+def test_a_message_whose_group_claim_ran_out_is_not_sent_again_after_another_attempt_sent_it(
+    factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    payloads, now = replies(worker, 2), datetime.now(UTC)
+    late = now + channels.SEND_CLAIM + timedelta(seconds=1)
+    clock = [now]
+    other = SandboxSmsSender()
+
+    class Slow:
+        """Takes longer than the claim; meanwhile another attempt sends the second message."""
+
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        def send(self, *, to: str, text: str) -> SentSms:
+            self.texts.append(text)
+            if len(self.texts) == 1:
+                clock[0] = late
+                assert (
+                    channels.deliver_sms(
+                        factory, keyring=KEYRING, sender=other, payload=payloads[1], clock=lambda: late
+                    )
+                    == "sent"
+                )
+            return SentSms(message_id=f"S{len(self.texts)}", status="queued")
+
+    slow = Slow()
+    outcomes = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=slow, payloads=payloads, clock=lambda: clock[0]
+    )
+    assert outcomes == ["sent", "sent"]
+    assert (len(slow.texts), len(other.to(phone_of(factory, worker)))) == (1, 1)
+
+
 def test_a_dispute_is_opened_once_per_session(factory: sessionmaker[Session]) -> None:
     buyer = make_buyer(factory)
     worker = make_worker(factory, buyer)
