@@ -43,6 +43,8 @@ _REDACTIONS = (
     (re.compile(r"(?<![\w.])(?:\+|00)?62[\s.-]?8[\d\s.-]{7,14}\d(?!\d)"), "[phone]"),
     (re.compile(r"(?<![\w.])08\d[\d\s.-]{6,13}\d(?!\d)"), "[phone]"),
     (re.compile(r"(?<![\w.])\+\d[\d\s.-]{7,16}\d(?!\d)"), "[phone]"),
+    # PostgreSQL's detail of a refused row or key quotes the values: "Failing row contains (…)"
+    (re.compile(r"(?m)^DETAIL:.*$"), "DETAIL: [redacted]"),
 )
 
 FIELDS = ("request_id", "event", "method", "route", "status", "duration_ms")

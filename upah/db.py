@@ -22,7 +22,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for its database: SQLite in WAL with immediate write transactions;
     PostgreSQL with a pool that pings only the connections that sat idle, and sessions in
     UTC whatever the server's default (times then read back in UTC everywhere, and the
-    driver turns timestamps into ``datetime`` three times faster than for a named zone)."""
+    driver turns timestamps into ``datetime`` three times faster than for a named zone).
+    Either way a database error never quotes the statement's parameters: they are what a
+    request carried (personal data, before or after sealing), and errors reach the logs."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _make_sqlite_serialisable(engine)

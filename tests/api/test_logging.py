@@ -7,9 +7,12 @@ import io
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from api.logging import REQUEST_ID, JsonFormatter, configure, redact
 from tests.api.conftest import Actor, register
@@ -102,6 +105,23 @@ def test_exceptions_are_logged_by_type_with_their_text_masked() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["exc_type"] == "ValueError"
     assert "6281234567890" not in line["exception"] and "[phone]" in line["exception"]
+
+
+def test_a_database_error_is_logged_without_the_values_it_was_given(engine: Engine) -> None:
+    marker = "Siti Rahayu, Desa Wonorejo"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO organizations (name, kind, created_at) VALUES (:name, :kind, :now)"),
+                {"name": marker, "kind": "not-a-kind", "now": datetime.now(UTC)},
+            )
+    except DBAPIError:
+        record = logging.LogRecord("api.errors", logging.ERROR, __file__, 1, "unhandled", (), sys.exc_info())
+    else:
+        pytest.fail("the database took an organisation of no known kind")
+    line = json.dumps(json.loads(JsonFormatter().format(record)))
+    assert "Siti" not in line and "Wonorejo" not in line
+    assert "organizations" in line  # the statement itself is still there to debug with
 
 
 def test_configure_writes_json_and_silences_uvicorns_raw_access_log() -> None:
