@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Engine, Row, bindparam, func, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -357,18 +357,21 @@ class Dispatcher:
             raise InvalidCallback("unknown provider")
         now = self.clock()
         event = provider.parse_callback(headers=headers, body=body, now=now)
+        values = {
+            "provider": provider_name,
+            "event_id": event.event_id,
+            "payout_id": None,
+            "status": event.status.value,
+            "payload": _event_payload(event),
+            "outcome": CALLBACK_PENDING,
+            "received_at": now,
+        }
+        engine: Engine = self.sessions.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            return _record_in_one_statement(engine, values)
         with atomic(self.sessions) as s:
             recorded = s.execute(
-                insert_or_ignore(s, _callbacks, ["provider", "event_id"]).returning(_callbacks.c.id),
-                {
-                    "provider": provider_name,
-                    "event_id": event.event_id,
-                    "payout_id": None,
-                    "status": event.status.value,
-                    "payload": _event_payload(event),
-                    "outcome": CALLBACK_PENDING,
-                    "received_at": now,
-                },
+                insert_or_ignore(s, _callbacks, ["provider", "event_id"]).returning(_callbacks.c.id), values
             ).scalar_one_or_none()
             if recorded is not None:
                 outbox.add(s, topic=outbox.APPLY_CALLBACK, payload={"callback_id": recorded}, now=now)
@@ -1260,6 +1263,32 @@ def _find_payout(s: Session, provider: str, event: CallbackEvent) -> Row[Any] | 
             .with_for_update()
         ).first()
     return None
+
+
+_RECORD_IN_ONE_STATEMENT = text(
+    """
+    WITH recorded AS (
+        INSERT INTO provider_callbacks (provider, event_id, status, payload, outcome, received_at)
+        VALUES (:provider, :event_id, :status, :payload, :outcome, :received_at)
+        ON CONFLICT (provider, event_id) DO NOTHING
+        RETURNING id
+    ), message AS (
+        INSERT INTO outbox (topic, payload, available_at, created_at)
+        SELECT :topic, jsonb_build_object('callback_id', id), :received_at, :received_at
+        FROM recorded
+    )
+    SELECT id FROM recorded
+    """
+).bindparams(bindparam("payload", type_=_callbacks.c.payload.type), bindparam("topic", outbox.APPLY_CALLBACK))
+
+
+def _record_in_one_statement(engine: Engine, values: dict[str, Any]) -> int | None:
+    """PostgreSQL: the callback and the message that applies it, written by one statement on a
+    connection in autocommit — atomic by itself, and one round trip where a unit of work
+    takes three (half the callback endpoint's CPU went to them). None for a duplicate."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        recorded = connection.execute(_RECORD_IN_ONE_STATEMENT, values).scalar_one_or_none()
+    return None if recorded is None else int(recorded)
 
 
 def _event_payload(event: CallbackEvent) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.providers.base import InvalidCallback, TransferResult, TransferStatus
+from integrations.providers.sandbox import SandboxProvider
 from ledger import atomic, journal, reports
 from ledger.tables import EntryRow
 from payments import outbox, parties, payouts, pii
@@ -27,6 +28,7 @@ from payments.tables import (
 )
 from tests.payments.scenario import (
     KEYRING,
+    SANDBOX_SECRET,
     Buyer,
     callback_body,
     deliver_callback,
@@ -337,6 +339,29 @@ def test_the_sweep_finds_a_callback_left_unapplied_only_once_it_is_stale(
     assert recorded in later.unapplied_callbacks()
     assert dispatcher.apply_callback(recorded) == "unknown_payout"
     assert recorded not in later.unapplied_callbacks()
+
+
+def test_a_callback_is_recorded_with_the_one_message_that_applies_it_and_a_repeat_writes_neither(
+    factory: sessionmaker[Session],
+) -> None:
+    provider = SandboxProvider("http://127.0.0.1:9", SANDBOX_SECRET)  # never called: recording is local
+    receiving = Dispatcher(
+        sessions=factory, providers={"sandbox": provider}, keyring=KEYRING, clock=lambda: datetime.now(UTC)
+    )
+    event = f"evt-recorded-{time.time_ns()}"
+    headers, raw = signed(callback_body(0, "no-such-key", "succeeded", 5_000, event))
+    first = receiving.record_callback("sandbox", headers=headers, body=raw)
+    again = receiving.record_callback("sandbox", headers=headers, body=raw)
+    assert first is not None and again is None
+    with factory() as s:
+        [row] = s.execute(select(ProviderCallbackRow).where(ProviderCallbackRow.event_id == event)).scalars()
+        messages = s.execute(
+            select(OutboxRow.topic, OutboxRow.available_at).where(OutboxRow.payload == {"callback_id": first})
+        ).all()
+    assert (row.id, row.outcome, row.status, row.payout_id) == (first, CALLBACK_PENDING, "succeeded", None)
+    assert row.payload["idempotency_key"] == "no-such-key"
+    assert [m.topic for m in messages] == [outbox.APPLY_CALLBACK]
+    assert messages[0].available_at == row.received_at
 
 
 def test_a_callback_with_a_bad_signature_is_refused_and_not_recorded(
