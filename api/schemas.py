@@ -369,3 +369,11 @@ class PayoutRead(BaseModel):
     created_at: datetime
     submitted_at: datetime | None
     settled_at: datetime | None
+    conflict_held: Money | None = Field(
+        default=None,
+        description=(
+            "What is held from her earnings while a conflict about this payout awaits an admin's "
+            "settlement (POST /v1/payouts/{id}/conflict): the provider said it paid a payout we had "
+            "failed. Null when there is no such conflict."
+        ),
+    )

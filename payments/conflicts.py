@@ -25,7 +25,7 @@ from payments import chart, outbox, parties
 from payments.errors import InvalidState, NotFound, ValidationFailed
 from payments.parties import Principal, Role
 from payments.payout_states import PayoutStatus, settle_conflict
-from payments.payouts import Payout, get, record_event
+from payments.payouts import Payout, conflict_hold_key, get, record_event
 from payments.tables import PayoutRow
 
 _payouts = table_of(PayoutRow)
@@ -41,7 +41,7 @@ def resolve(
     row = session.execute(select(_payouts).where(_payouts.c.id == payout_id).with_for_update()).first()
     if row is None:
         raise NotFound("payout not found")
-    hold = journal.find_hold_by_key(session, f"payout:{row.id}:conflict")
+    hold = journal.find_hold_by_key(session, conflict_hold_key(row.id))
     if row.status != PayoutStatus.FAILED.value or hold is None or hold.status is not HoldStatus.PENDING:
         raise InvalidState("this payout has no conflict to settle", status=row.status)
     record_event(

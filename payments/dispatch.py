@@ -52,7 +52,7 @@ from ledger.errors import InsufficientFunds
 from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
 from payments.payout_states import PayoutStatus, RunStatus, transition
-from payments.payouts import Event, record_event, record_events
+from payments.payouts import Event, conflict_hold_key, record_event, record_events
 from payments.tables import HomeworkerRow, PayoutEventRow, PayoutRow, PayoutRunRow, ProviderCallbackRow
 
 log = logging.getLogger(__name__)
@@ -899,7 +899,7 @@ class Dispatcher:
         try:
             journal.place_hold(
                 s,
-                key=f"payout:{row.id}:conflict",
+                key=conflict_hold_key(row.id),
                 account_id=row.earned_account_id,
                 amount=row.amount,
                 now=now,

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import Row, Select, String, and_, bindparam, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ledger import journal
-from ledger.tables import AccountRow, table_of
+from ledger.holds import HoldStatus
+from ledger.tables import AccountRow, HoldRow, table_of
 from payments import outbox, parties
 from payments.errors import Forbidden, InvalidState, NotFound, ValidationFailed
 from payments.parties import OrganizationKind, Principal, Role
@@ -42,6 +43,7 @@ _payouts = table_of(PayoutRow)
 _events = table_of(PayoutEventRow)
 _earnings = table_of(EarningsAccountRow)
 _accounts = table_of(AccountRow)
+_holds = table_of(HoldRow)
 _workers = table_of(HomeworkerRow)
 _deliveries = table_of(DeliveryRow)
 _orders = table_of(OrderRow)
@@ -80,6 +82,15 @@ class Payout:
     created_at: datetime
     submitted_at: datetime | None
     settled_at: datetime | None
+    conflict_held: int | None = None
+    """What is held from her earnings while a conflict about this payout awaits an admin's
+    settlement (the provider said it paid a payout we had failed): money she has but cannot
+    be paid until then. None when there is no such conflict."""
+
+
+def conflict_hold_key(payout_id: int) -> str:
+    """The key of the hold a conflict about the payout places on her earnings."""
+    return f"payout:{payout_id}:conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +252,7 @@ def get_run(session: Session, *, principal: Principal, run_id: int) -> PayoutRun
     row = _run_row(session, principal, run_id)
     payouts = [
         _payout(r)
-        for r in session.execute(select(_payouts).where(_payouts.c.run_id == run_id).order_by(_payouts.c.id))
+        for r in session.execute(_select_payouts().where(_payouts.c.run_id == run_id).order_by(_payouts.c.id))
     ]
     return PayoutRun(
         row.id,
@@ -260,7 +271,7 @@ def get_run(session: Session, *, principal: Principal, run_id: int) -> PayoutRun
 
 
 def get(session: Session, *, principal: Principal, payout_id: int) -> Payout:
-    row = session.execute(select(_payouts).where(_payouts.c.id == payout_id)).first()
+    row = session.execute(_select_payouts().where(_payouts.c.id == payout_id)).first()
     if row is None or not _may_see(principal, row.buyer_id):
         raise NotFound("payout not found")
     return _payout(row)
@@ -269,7 +280,7 @@ def get(session: Session, *, principal: Principal, payout_id: int) -> Payout:
 def list_for(
     session: Session, *, principal: Principal, status: PayoutStatus | None, limit: int = 100
 ) -> list[Payout]:
-    query = select(_payouts).order_by(_payouts.c.id.desc()).limit(min(max(limit, 1), 1000))
+    query = _select_payouts().order_by(_payouts.c.id.desc()).limit(min(max(limit, 1), 1000))
     if not principal.platform_wide:
         if principal.role is Role.INTERMEDIARY:
             return []
@@ -298,7 +309,7 @@ def recent_for_homeworker(
 ) -> list[Payout]:
     """Her latest payouts, newest first (USSD shows three)."""
     query = (
-        select(_payouts)
+        _select_payouts()
         .where(_payouts.c.homeworker_id == homeworker_id)
         .order_by(_payouts.c.id.desc())
         .limit(limit)
@@ -582,6 +593,15 @@ def _may_see(principal: Principal, buyer_id: int) -> bool:
     return principal.platform_wide or principal.organization_id == buyer_id
 
 
+def _select_payouts() -> Select[Any]:
+    """Payouts, each with the amount of its pending conflict hold, if any."""
+    key = literal("payout:") + cast(_payouts.c.id, String) + literal(":conflict")
+    conflict = and_(_holds.c.key == key, _holds.c.status == HoldStatus.PENDING.value)
+    return select(_payouts, _holds.c.amount.label("conflict_held")).select_from(
+        _payouts.outerjoin(_holds, conflict)
+    )
+
+
 def _payout(r: Row[Any]) -> Payout:
     return Payout(
         r.id,
@@ -600,4 +620,5 @@ def _payout(r: Row[Any]) -> Payout:
         r.created_at,
         r.submitted_at,
         r.settled_at,
+        r.conflict_held,
     )

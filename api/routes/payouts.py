@@ -38,6 +38,7 @@ def _payout(p: payouts.Payout) -> s.PayoutRead:
         created_at=p.created_at,
         submitted_at=p.submitted_at,
         settled_at=p.settled_at,
+        conflict_held=None if p.conflict_held is None else s.Money.of(p.conflict_held),
     )
 
 

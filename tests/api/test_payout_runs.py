@@ -281,7 +281,8 @@ def test_settling_a_conflict_a_payout_does_not_have_is_409_and_changes_nothing(
     payout_id = create(client, buyer).json()["payouts"][0]["id"]
     r = settle_conflict(client, admin, payout_id, SETTLED_AS_PAID)
     assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
-    assert client.get(f"/v1/payouts/{payout_id}", headers=buyer.headers).json()["status"] == "created"
+    payout = client.get(f"/v1/payouts/{payout_id}", headers=buyer.headers).json()
+    assert (payout["status"], payout["conflict_held"]) == ("created", None)
 
 
 def test_only_an_admin_settles_a_payout_conflict(client: TestClient, buyer: Actor) -> None:

@@ -119,3 +119,28 @@ def test_only_an_admin_settles_a_conflict_and_says_why(
     with pg_factory() as s:
         hold = journal.find_hold_by_key(s, f"payout:{payout_id}:conflict")
         assert hold is not None and hold.status is HoldStatus.PENDING
+
+
+@pytest.mark.parametrize("paid", [True, False])
+def test_a_payout_shows_what_its_conflict_holds_until_an_admin_settles_it(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer, paid: bool
+) -> None:
+    _, payout_id = conflicted(pg_factory, dispatcher, buyer)
+    with pg_factory() as s:
+        seen = payouts.get(s, principal=buyer.principal, payout_id=payout_id)
+        listed = {p.id: p for p in payouts.list_for(s, principal=buyer.principal, status=PayoutStatus.FAILED)}
+        [in_run] = payouts.get_run(s, principal=buyer.principal, run_id=seen.run_id).payouts
+    assert seen.status is PayoutStatus.FAILED
+    assert seen.conflict_held == listed[payout_id].conflict_held == in_run.conflict_held == 50_000
+    settle(pg_factory, payout_id, paid=paid)
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout_id).conflict_held is None
+
+
+def test_a_payout_without_a_conflict_holds_nothing(
+    pg_factory: sessionmaker[Session], dispatcher: Dispatcher, buyer: Buyer
+) -> None:
+    worker = make_worker(pg_factory, buyer)
+    payout = failed_then_paid(pg_factory, dispatcher, buyer, worker)  # failed; no word of payment yet
+    with pg_factory() as s:
+        assert payouts.get(s, principal=buyer.principal, payout_id=payout.id).conflict_held is None
