@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ledger.tables import table_of
@@ -75,3 +75,25 @@ def relay(session: Session, *, send: Callable[[Message], None], now: datetime, l
     if rows:
         session.execute(update(_outbox).where(_outbox.c.id.in_([r.id for r in rows])).values(relayed_at=now))
     return len(rows)
+
+
+def purge(session: Session, *, now: datetime, older_than: timedelta, limit: int = 10_000) -> int:
+    """Forget up to ``limit`` messages relayed before ``now - older_than``; returns how many.
+
+    Every payout, callback and SMS leaves a message; once relayed it is only history (the
+    payouts' events and the SMS record keep what happened), and the table would otherwise grow
+    for ever. A message never relayed is kept whatever its age. Bounded, so that one call is a
+    short transaction: the beat calls again.
+    """
+    if older_than <= timedelta(0):
+        raise ValueError("the retention must be positive: a message being relayed would be forgotten")
+    old = (
+        select(_outbox.c.id)
+        .where(_outbox.c.relayed_at.is_not(None), _outbox.c.relayed_at < now - older_than)
+        .order_by(_outbox.c.id)
+        .limit(limit)
+    )
+    result = cast(
+        "CursorResult[Any]", session.execute(delete(_outbox).where(_outbox.c.id.in_(old.scalar_subquery())))
+    )
+    return int(result.rowcount or 0)

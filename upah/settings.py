@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         ge=1,
         description="the beat forgets Idempotency-Key records (and their stored responses) after this",
     )
+    upah_outbox_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="the beat forgets outbox messages this long after they were relayed to the queue",
+    )
     xendit_secret_key: str | None = None
     xendit_callback_token: str | None = None
     # Homeworker channels (issue 5). An unset gateway secret refuses that gateway's requests.

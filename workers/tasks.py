@@ -39,6 +39,7 @@ SMS_MAX_RETRIES = 300
 """A gateway can be down for hours: an SMS is tried again sooner at first, then every 5 to 10
 minutes, for at least a day (:func:`sms_retry_in`) before it is left pending and logged."""
 SMS_GROUP = 25
+OUTBOX_PURGE_BATCH = 10_000
 CALLBACK_GROUP = 25
 
 
@@ -286,6 +287,19 @@ def purge_idempotency_keys() -> int:
         return idempotency.purge(
             s, now=_now(), older_than=timedelta(days=rt.settings.upah_idempotency_retention_days)
         )
+
+
+@celery_app.task(name="outbox.purge_relayed")
+def purge_relayed_outbox() -> int:
+    """Forget outbox messages relayed longer ago than the retention, in bounded transactions."""
+    rt = runtime()
+    retention, total = timedelta(days=rt.settings.upah_outbox_retention_days), 0
+    while True:
+        with atomic(rt.db.sessions) as s:
+            forgotten = outbox.purge(s, now=_now(), older_than=retention, limit=OUTBOX_PURGE_BATCH)
+        total += forgotten
+        if forgotten < OUTBOX_PURGE_BATCH:
+            return total
 
 
 @celery_app.task(name="ledger.expire_holds")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger import atomic
 from payments.dispatch import CALLBACK_PENDING
 from payments.tables import (
+    OutboxRow,
     PayoutRow,
     ProviderCallbackRow,
     ReconciliationExceptionRow,
@@ -120,3 +121,37 @@ def test_the_sweep_applies_a_recorded_callback_whose_task_was_lost(
             return str(s.execute(query).scalar_one())
 
     wait_until(lambda: outcome() == "unknown_payout", timeout=30, stack=stack)
+
+
+def test_the_worker_forgets_outbox_messages_relayed_before_the_retention(
+    stack: Stack, pg_factory: sessionmaker[Session]
+) -> None:
+    stack.start_worker(concurrency=1)
+    long_ago = datetime.now(UTC) - timedelta(days=stack.settings.upah_outbox_retention_days, hours=1)
+    with atomic(pg_factory) as s:
+        old = (
+            s.execute(
+                insert(OutboxRow).returning(OutboxRow.id),
+                [
+                    {
+                        "topic": "sms.send",
+                        "payload": {"n": n},
+                        "available_at": long_ago,
+                        "relayed_at": long_ago,
+                        "created_at": long_ago,
+                    }
+                    for n in range(3)
+                ],
+            )
+            .scalars()
+            .all()
+        )
+    client = Celery("test-client")
+    client.conf.update(bootstrap.celery_config(stack.settings))
+    client.send_task("outbox.purge_relayed")
+
+    def left() -> int:
+        with pg_factory() as s:
+            return int(s.execute(select(func.count()).where(OutboxRow.id.in_(old))).scalar_one())
+
+    wait_until(lambda: left() == 0, timeout=30, stack=stack)
