@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine
+from sqlalchemy import CursorResult, Engine, Executable, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,6 +50,27 @@ def atomic(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def alone(
+    factory: sessionmaker[Session], statement: Executable, parameters: Mapping[str, Any] | None = None
+) -> list[Row[Any]]:
+    """One statement as a transaction of its own; the rows it returns, if any.
+
+    On PostgreSQL it runs on a pooled connection in autocommit, where a statement is atomic by
+    itself: one round trip where a unit of work takes three (BEGIN, the statement, COMMIT),
+    and a third of its client CPU. Elsewhere it is a unit of work.
+    """
+    engine: Engine = factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return _rows(connection.execute(statement, parameters))
+    with atomic(factory) as session:
+        return _rows(cast("CursorResult[Any]", session.execute(statement, parameters)))
+
+
+def _rows(result: CursorResult[Any]) -> list[Row[Any]]:
+    return list(result) if result.returns_rows else []
 
 
 def retrying(factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 6) -> T:

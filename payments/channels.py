@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, RowMapping, delete, exists, func, insert, select, update
+from sqlalchemy import CursorResult, Row, RowMapping, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -50,6 +50,7 @@ from sqlalchemy.sql.expression import Executable
 from integrations import phones
 from integrations.sms_senders import SmsRejected, SmsSender, SmsTemporaryFailure
 from ledger import atomic
+from ledger.atomic import alone
 from ledger.tables import AccountRow, insert_or_ignore, table_of
 from payments import audit, messages, outbox, parties, payouts, pii, pins, rates, selfservice
 from payments.errors import PaymentsError
@@ -136,13 +137,20 @@ class _Worker:
 
 
 def _worker(row: RowMapping) -> _Worker:
-    try:
-        language = Language(row["language"])
-    except ValueError:
-        language = Language.ID
     return _Worker(
-        int(row["id"]), language, row["pin_hash"], int(row["pin_failures"] or 0), row["pin_locked_until"]
+        int(row["id"]),
+        _language(row["language"]),
+        row["pin_hash"],
+        int(row["pin_failures"] or 0),
+        row["pin_locked_until"],
     )
+
+
+def _language(stored: str) -> Language:
+    try:
+        return Language(stored)
+    except ValueError:
+        return Language.ID
 
 
 _WORKER_COLUMNS = (
@@ -875,24 +883,48 @@ def _int(payload: Mapping[str, Any], name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _compose_all(
+    session: Session, payloads: Sequence[Mapping[str, Any]], now: datetime
+) -> list[_Composed | None]:
+    """The messages outbox payloads stand for, in her language; None for one we cannot read.
+    Payout notices, most of a group, are read together."""
+    payout_ids = {_int(p, "payout_id") for p in payloads if str(p.get("kind", "")).startswith("payout_")} - {
+        None
+    }
+    found = (
+        {
+            r.id: r
+            for r in session.execute(
+                select(_payouts, _workers.c.language.label("her_language"))
+                .join(_workers, _workers.c.id == _payouts.c.homeworker_id)
+                .where(_payouts.c.id.in_(payout_ids))
+            )
+        }
+        if payout_ids
+        else {}
+    )
+    composed: list[_Composed | None] = []
+    for payload in payloads:
+        kind = payload.get("kind")
+        if not (isinstance(kind, str) and kind.startswith("payout_")):
+            composed.append(_compose(session, payload, now))
+            continue
+        payout_id = _int(payload, "payout_id")
+        row = found.get(payout_id) if payout_id is not None else None
+        if row is None:
+            composed.append(None)
+            continue
+        text = _payout_text(kind, row, _language(row.her_language))
+        composed.append(_Composed(row.homeworker_id, kind, f"{kind}:{payout_id}", text))
+    return composed
+
+
 def _compose(session: Session, payload: Mapping[str, Any], now: datetime) -> _Composed | None:
-    """The message an outbox payload stands for, in her language; None for a payload we cannot read."""
+    """The message a payload other than a payout notice stands for; None if we cannot read it."""
     kind = payload.get("kind")
     if not isinstance(kind, str):
         return None
     key = payload.get("key")
-    if kind.startswith("payout_"):
-        payout_id = _int(payload, "payout_id")
-        if payout_id is None:
-            return None
-        row = session.execute(select(_payouts).where(_payouts.c.id == payout_id)).first()
-        if row is None:
-            return None
-        worker = _worker_by_id(session, row.homeworker_id)
-        assert worker is not None
-        return _Composed(
-            row.homeworker_id, kind, f"{kind}:{payout_id}", _payout_text(kind, row, worker.language)
-        )
     homeworker_id = _int(payload, "homeworker_id")
     if homeworker_id is None or not isinstance(key, str) or not key:
         return None
@@ -986,63 +1018,86 @@ _Claim = _Claimed | str | SmsTemporaryFailure
 "skipped"); or, for one another attempt is sending, the failure to retry it with."""
 
 
-def _claim_or_busy(
-    session: Session, *, keyring: pii.Keyring, payload: Mapping[str, Any], now: datetime
-) -> _Claim:
-    try:
-        return _claim(session, keyring=keyring, payload=payload, now=now)
-    except SmsTemporaryFailure as busy:  # raised before anything is written for this message
-        return busy
-
-
-def _claim(
-    session: Session, *, keyring: pii.Keyring, payload: Mapping[str, Any], now: datetime
-) -> _Claimed | str:
-    composed = _compose(session, payload, now)
-    if composed is None:
-        log.warning("sms payload of kind %r could not be read; dropped", payload.get("kind"))
-        return "skipped"
-    row = session.execute(select(_sms).where(_sms.c.dedupe_key == composed.key).with_for_update()).first()
-    if row is None:
-        phone_enc = session.execute(
-            select(_workers.c.phone_enc).where(_workers.c.id == composed.homeworker_id)
-        ).scalar_one()
-        to = pii.decrypt(keyring, phone_enc, context="homeworker.phone")
-        message_id = session.execute(
-            insert(_sms).returning(_sms.c.id),
-            {
-                "dedupe_key": composed.key,
-                "homeworker_id": composed.homeworker_id,
-                "kind": composed.kind,
-                "status": "pending" if composed.text else "skipped",
-                "to_enc": pii.encrypt(keyring, to, context="sms.to"),
-                "to_masked": phones.mask(to),
-                "text_enc": pii.encrypt(keyring, composed.text, context="sms.text")
-                if composed.text
-                else None,
-                "attempts": 0,
-                "claimed_until": now + SEND_CLAIM if composed.text else None,
-                "created_at": now,
-            },
-        ).scalar_one()
-        if not composed.text:
-            return "skipped"
-        return _Claimed(int(message_id), to, composed.text, now + SEND_CLAIM)
-    if row.status != "pending":
-        return str(row.status)
-    if row.claimed_until is not None and row.claimed_until > now:
-        raise SmsTemporaryFailure(
-            "busy",
-            "another attempt is sending this message",
-            retry_after=(row.claimed_until - now).total_seconds(),
-        )
-    session.execute(update(_sms).where(_sms.c.id == row.id).values(claimed_until=now + SEND_CLAIM))
-    return _Claimed(
-        row.id,
-        pii.decrypt(keyring, row.to_enc, context="sms.to"),
-        pii.decrypt(keyring, row.text_enc, context="sms.text"),
-        now + SEND_CLAIM,
+def _claim_group(
+    session: Session, *, keyring: pii.Keyring, payloads: Sequence[Mapping[str, Any]], now: datetime
+) -> list[_Claim]:
+    """Record and claim a group's messages, in a few statements whatever its size; each
+    payload's claim in its place. A message already done answers its status; one another
+    attempt is sending (or named twice in the group) answers the failure to retry it with."""
+    claims: list[_Claim] = ["skipped"] * len(payloads)
+    composed = _compose_all(session, payloads, now)
+    keys = sorted({c.key for c in composed if c is not None})
+    known = (
+        {
+            r.dedupe_key: r
+            for r in session.execute(
+                select(_sms).where(_sms.c.dedupe_key.in_(keys)).order_by(_sms.c.id).with_for_update()
+            )
+        }
+        if keys
+        else {}
     )
+    until = now + SEND_CLAIM
+    fresh: list[tuple[int, _Composed]] = []
+    reclaimed: list[int] = []
+    taken: dict[str, datetime] = {}  # claimed here, or by another attempt: until when
+    for i, c in enumerate(composed):
+        if c is None:
+            log.warning("sms payload of kind %r could not be read; dropped", payloads[i].get("kind"))
+            continue
+        row = known.get(c.key)
+        if row is not None and row.status == "pending" and row.claimed_until is not None:
+            taken.setdefault(c.key, row.claimed_until)
+        if c.key in taken and taken[c.key] > now:
+            claims[i] = SmsTemporaryFailure(
+                "busy",
+                "another attempt is sending this message",
+                retry_after=(taken[c.key] - now).total_seconds(),
+            )
+        elif row is None:
+            fresh.append((i, c))
+            taken[c.key] = until
+        elif row.status != "pending":
+            claims[i] = str(row.status)
+        else:
+            reclaimed.append(row.id)
+            to = pii.decrypt(keyring, row.to_enc, context="sms.to")
+            claims[i] = _Claimed(row.id, to, pii.decrypt(keyring, row.text_enc, context="sms.text"), until)
+            taken[c.key] = until
+    if reclaimed:
+        session.execute(update(_sms).where(_sms.c.id.in_(reclaimed)).values(claimed_until=until))
+    recorded = _record_fresh(session, keyring=keyring, fresh=[c for _, c in fresh], now=now) if fresh else []
+    for (i, c), (message_id, to) in zip(fresh, recorded, strict=True):
+        claims[i] = _Claimed(message_id, to, c.text, until) if c.text else "skipped"
+    return claims
+
+
+def _record_fresh(
+    session: Session, *, keyring: pii.Keyring, fresh: list[_Composed], now: datetime
+) -> list[tuple[int, str]]:
+    """Insert messages not recorded before, claimed (or skipped: nothing to say); each one's id
+    and the number it goes to, in order."""
+    homeworkers = {c.homeworker_id for c in fresh}
+    phone_of = select(_workers.c.id, _workers.c.phone_enc).where(_workers.c.id.in_(homeworkers))
+    sealed = {int(r.id): r.phone_enc for r in session.execute(phone_of)}
+    numbers = [pii.decrypt(keyring, sealed[c.homeworker_id], context="homeworker.phone") for c in fresh]
+    rows = [
+        {
+            "dedupe_key": c.key,
+            "homeworker_id": c.homeworker_id,
+            "kind": c.kind,
+            "status": "pending" if c.text else "skipped",
+            "to_enc": pii.encrypt(keyring, to, context="sms.to"),
+            "to_masked": phones.mask(to),
+            "text_enc": pii.encrypt(keyring, c.text, context="sms.text") if c.text else None,
+            "attempts": 0,
+            "claimed_until": now + SEND_CLAIM if c.text else None,
+            "created_at": now,
+        }
+        for c, to in zip(fresh, numbers, strict=True)
+    ]
+    ids = session.execute(insert(_sms).returning(_sms.c.id, sort_by_parameter_order=True), rows).scalars()
+    return list(zip((int(message_id) for message_id in ids), numbers, strict=True))
 
 
 def deliver_sms(
@@ -1079,11 +1134,18 @@ def deliver_sms_many(
     recorded in a transaction of its own, as ``deliver_sms`` does: a crash mid-group sends at
     most the message in flight twice; the others, still claimed, wait out their claim and
     go out once. A message whose claim ran out before its turn (a slow gateway) is claimed
-    again on its own; if claiming the group met a concurrent attempt, each is delivered alone.
+    again on its own. If claiming the group fails (a concurrent attempt, or one message that
+    cannot be read, say sealed with a retired key), each is claimed alone, so that one
+    message's failure is its own.
     """
     try:
         claims: list[_Claim] | None = _claim_all(sessions, keyring=keyring, payloads=payloads, clock=clock)
-    except SmsTemporaryFailure:
+    except Exception as exc:
+        log.warning(
+            "a group of %d sms could not be claimed together (%s); each alone",
+            len(payloads),
+            type(exc).__name__,
+        )
         claims = None
     outcomes: list[str | Exception] = []
     for i, payload in enumerate(payloads):
@@ -1108,7 +1170,7 @@ def _claim_all(
     try:
         with atomic(sessions) as session:
             now = clock()
-            return [_claim_or_busy(session, keyring=keyring, payload=p, now=now) for p in payloads]
+            return _claim_group(session, keyring=keyring, payloads=payloads, now=now)
     except IntegrityError as exc:  # a concurrent attempt inserted the same message first
         raise SmsTemporaryFailure("busy", "another attempt is recording this message", retry_after=5) from exc
 
@@ -1142,6 +1204,22 @@ def _send_claimed(
     return "sent"
 
 
+_FINISH = (
+    update(_sms)
+    .where(_sms.c.id == bindparam("message_id"))
+    .values(
+        status=bindparam("status"),
+        provider=bindparam("provider"),
+        error=bindparam("error"),
+        attempts=_sms.c.attempts + 1,
+        claimed_until=None,
+        sent_at=bindparam("sent_at"),
+        provider_message_id=bindparam("gateway_id"),
+    )
+)
+"""Built once: a group's messages are finished one by one, each in a statement of its own."""
+
+
 def _finish(
     sessions: sessionmaker[Session],
     row_id: int,
@@ -1152,18 +1230,21 @@ def _finish(
     now: datetime,
     gateway_id: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {
-        "status": status,
-        "provider": provider,
-        "error": error[:64] if error else None,
-        "attempts": _sms.c.attempts + 1,
-        "claimed_until": None,
-    }
-    if status == "sent":
-        values["sent_at"] = now
-        values["provider_message_id"] = gateway_id
-    with atomic(sessions) as session:
-        session.execute(update(_sms).where(_sms.c.id == row_id).values(**values))
+    """Record an attempt's outcome (a message is claimed while it is tried, so it was not sent
+    before: ``sent_at`` and the gateway's id are set only when it is sent now)."""
+    sent = status == "sent"
+    alone(
+        sessions,
+        _FINISH,
+        {
+            "message_id": row_id,
+            "status": status,
+            "provider": provider,
+            "error": error[:64] if error else None,
+            "sent_at": now if sent else None,
+            "gateway_id": gateway_id if sent else None,
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, func, select, text, update
+from sqlalchemy import Row, bindparam, func, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +48,7 @@ from integrations.providers.base import (
     TransferStatus,
 )
 from ledger import EntryDraft, Posting, atomic, journal
+from ledger.atomic import alone
 from ledger.errors import InsufficientFunds
 from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
@@ -366,9 +367,9 @@ class Dispatcher:
             "outcome": CALLBACK_PENDING,
             "received_at": now,
         }
-        engine: Engine = self.sessions.kw["bind"]
-        if engine.dialect.name == "postgresql":
-            return _record_in_one_statement(engine, values)
+        if self.sessions.kw["bind"].dialect.name == "postgresql":
+            rows = alone(self.sessions, _RECORD_IN_ONE_STATEMENT, values)
+            return int(rows[0].id) if rows else None
         with atomic(self.sessions) as s:
             recorded = s.execute(
                 insert_or_ignore(s, _callbacks, ["provider", "event_id"]).returning(_callbacks.c.id), values
@@ -1265,6 +1266,9 @@ def _find_payout(s: Session, provider: str, event: CallbackEvent) -> Row[Any] | 
     return None
 
 
+# PostgreSQL: the callback and the message that applies it, written by one statement (run
+# alone, in one round trip: half the callback endpoint's CPU went to a unit of work's three);
+# no row for a duplicate.
 _RECORD_IN_ONE_STATEMENT = text(
     """
     WITH recorded AS (
@@ -1280,15 +1284,6 @@ _RECORD_IN_ONE_STATEMENT = text(
     SELECT id FROM recorded
     """
 ).bindparams(bindparam("payload", type_=_callbacks.c.payload.type), bindparam("topic", outbox.APPLY_CALLBACK))
-
-
-def _record_in_one_statement(engine: Engine, values: dict[str, Any]) -> int | None:
-    """PostgreSQL: the callback and the message that applies it, written by one statement on a
-    connection in autocommit — atomic by itself, and one round trip where a unit of work
-    takes three (half the callback endpoint's CPU went to them). None for a duplicate."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        recorded = connection.execute(_RECORD_IN_ONE_STATEMENT, values).scalar_one_or_none()
-    return None if recorded is None else int(recorded)
 
 
 def _event_payload(event: CallbackEvent) -> dict[str, Any]:

@@ -213,6 +213,50 @@ def test_one_message_the_gateway_cannot_take_now_holds_up_no_other_in_its_group(
     assert sms_rows(factory, payloads) == [("pending", 1), ("sent", 1), ("sent", 1)]
 
 
+def test_a_message_named_twice_in_a_group_is_sent_once(factory: sessionmaker[Session]) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    [payload] = replies(worker, 1)
+    sender, now = SandboxSmsSender(), datetime.now(UTC)
+    outcomes = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=[payload, payload], clock=lambda: now
+    )
+    assert outcomes[0] == "sent" and isinstance(outcomes[1], SmsTemporaryFailure)
+    assert len(sender.to(phone_of(factory, worker))) == 1
+
+
+def test_a_payload_that_cannot_be_read_is_skipped_and_the_rest_of_its_group_sent(
+    factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker(factory, make_buyer(factory))
+    unreadable = [{"kind": "payout_succeeded", "payout_id": 10**12}, {"kind": "no_such_kind"}]
+    payloads, sender, now = (
+        [unreadable[0], *replies(worker, 1), unreadable[1]],
+        SandboxSmsSender(),
+        datetime.now(UTC),
+    )
+    outcomes = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: now
+    )
+    assert outcomes == ["skipped", "sent", "skipped"]
+
+
+def test_a_message_that_cannot_be_opened_holds_up_no_other_in_its_group(
+    factory: sessionmaker[Session],
+) -> None:
+    from payments import pii
+
+    buyer = make_buyer(factory)
+    retired = pii.Keyring.from_keys([pii.generate_key()])
+    sealed_elsewhere, worker = make_worker(factory, buyer, keyring=retired), make_worker(factory, buyer)
+    payloads, sender = [*replies(sealed_elsewhere, 1), *replies(worker, 1)], SandboxSmsSender()
+    now = datetime.now(UTC)
+    outcomes = channels.deliver_sms_many(
+        factory, keyring=KEYRING, sender=sender, payloads=payloads, clock=lambda: now
+    )
+    assert isinstance(outcomes[0], pii.DecryptionFailed) and outcomes[1] == "sent"
+    assert len(sender.to(phone_of(factory, worker))) == 1
+
+
 class Dying:
     """A gateway that takes one message, then the worker process dies."""
 
