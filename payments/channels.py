@@ -888,9 +888,8 @@ def _compose_all(
 ) -> list[_Composed | None]:
     """The messages outbox payloads stand for, in her language; None for one we cannot read.
     Payout notices, most of a group, are read together."""
-    payout_ids = {_int(p, "payout_id") for p in payloads if str(p.get("kind", "")).startswith("payout_")} - {
-        None
-    }
+    payout_ids = {_int(p, "payout_id") for p in payloads if str(p.get("kind", "")).startswith("payout_")}
+    payout_ids.discard(None)
     found = (
         {
             r.id: r
@@ -1066,6 +1065,7 @@ def _claim_group(
             taken[c.key] = until
     if reclaimed:
         session.execute(update(_sms).where(_sms.c.id.in_(reclaimed)).values(claimed_until=until))
+    fresh.sort(key=lambda f: f[1].key)  # in key order: two groups naming one message never deadlock
     recorded = _record_fresh(session, keyring=keyring, fresh=[c for _, c in fresh], now=now) if fresh else []
     for (i, c), (message_id, to) in zip(fresh, recorded, strict=True):
         claims[i] = _Claimed(message_id, to, c.text, until) if c.text else "skipped"

@@ -83,7 +83,7 @@ def purge(session: Session, *, now: datetime, older_than: timedelta, limit: int 
     Every payout, callback and SMS leaves a message; once relayed it is only history (the
     payouts' events and the SMS record keep what happened), and the table would otherwise grow
     for ever. A message never relayed is kept whatever its age. Bounded, so that one call is a
-    short transaction: the beat calls again.
+    short transaction: the task calls again until fewer are left.
     """
     if older_than <= timedelta(0):
         raise ValueError("the retention must be positive: a message being relayed would be forgotten")
