@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 Digits = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")]
 DecimalText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(\.[0-9]{1,4})?$")]
@@ -171,6 +171,13 @@ class CommissionIn(Request):
     currency: Currency = "IDR"
 
 
+def _number_as_text(value: Any) -> Any:
+    """A time, not money: a JSON number is as good as its text (2.5 and "2.5" alike)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class AssignmentIn(Request):
     homeworker_id: Id
     quantity: Pieces
@@ -180,7 +187,12 @@ class OrderCreate(Request):
     reference: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     product: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     piece_rate: RateIn
-    minutes_per_piece: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}(\.[0-9]{1,2})?$")]
+    minutes_per_piece: Annotated[
+        str,
+        BeforeValidator(_number_as_text),
+        StringConstraints(pattern=r"^[0-9]{1,5}(\.[0-9]{1,2})?$"),
+        Field(description='minutes one piece takes, "12" or "12.5" (a JSON number is taken too)'),
+    ]
     quantity: Pieces
     deadline: date
     region: Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import Actor, amount, confirm, deliver, order_body, post_order, register
@@ -267,6 +268,25 @@ def test_a_whole_rate_and_minutes_come_back_as_they_were_quoted(client: TestClie
     read = client.get(f"/v1/orders/{posted['id']}", headers=buyer.headers).json()
     for order in (posted, read):
         assert (order["piece_rate"]["rate"], order["minutes_per_piece"]) == ("500", "10")
+
+
+@pytest.mark.parametrize(("sent", "kept"), [(10, "10"), (2.5, "2.5"), ("2.5", "2.5")])
+def test_minutes_per_piece_may_be_sent_as_a_json_number_or_as_text(
+    client: TestClient, buyer: Actor, sent: object, kept: str
+) -> None:
+    worker = register(client, buyer)
+    assert post_order(client, buyer, worker["id"], minutes_per_piece=sent)["minutes_per_piece"] == kept
+
+
+@pytest.mark.parametrize("sent", [2.125, True, -3, "3 minutes"])
+def test_minutes_per_piece_that_is_not_a_time_in_hundredths_is_refused(
+    client: TestClient, buyer: Actor, sent: object
+) -> None:
+    worker = register(client, buyer)
+    r = client.post(
+        "/v1/orders", json=order_body(worker["id"], minutes_per_piece=sent), headers=buyer.headers
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
 
 
 def test_the_payslip_quotes_a_whole_rate_as_agreed(client: TestClient, buyer: Actor) -> None:
