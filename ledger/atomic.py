@@ -59,7 +59,7 @@ def alone(
 
     On PostgreSQL it runs on a pooled connection in autocommit, where a statement is atomic by
     itself: one round trip where a unit of work takes three (BEGIN, the statement, COMMIT),
-    and a third of its client CPU. Elsewhere it is a unit of work.
+    and less than half its client CPU. Elsewhere it is a unit of work.
     """
     engine: Engine = factory.kw["bind"]
     if engine.dialect.name == "postgresql":

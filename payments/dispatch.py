@@ -423,7 +423,7 @@ class Dispatcher:
         order), then ledger accounts — so groups never deadlock with each other or with it.
         """
         done: dict[int, str] = {}
-        alone: list[int] = []
+        one_by_one: list[int] = []
         now = self.clock()
         with atomic(self.sessions) as s:
             pending: list[tuple[Row[Any], CallbackEvent]] = []
@@ -449,13 +449,13 @@ class Dispatcher:
                     or event.status is not TransferStatus.SUCCEEDED
                     or self._callback_outcome(s, row, event, now) != "apply"
                 ):
-                    alone.append(recorded.id)
+                    one_by_one.append(recorded.id)
                     continue
                 settled.append((recorded, row))
             if settled:
                 self._succeed_many_in(s, settled, now)
                 done.update({recorded.id: "applied" for recorded, _ in settled})
-        for callback_id in alone:
+        for callback_id in one_by_one:
             done[callback_id] = self.apply_callback(callback_id)
         return done
 

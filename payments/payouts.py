@@ -88,9 +88,14 @@ class Payout:
     be paid until then. None when there is no such conflict."""
 
 
+_CONFLICT_KEY = ("payout:", ":conflict")
+"""What a conflict hold's key holds either side of the payout's id."""
+
+
 def conflict_hold_key(payout_id: int) -> str:
     """The key of the hold a conflict about the payout places on her earnings."""
-    return f"payout:{payout_id}:conflict"
+    before, after = _CONFLICT_KEY
+    return f"{before}{payout_id}{after}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,7 +600,8 @@ def _may_see(principal: Principal, buyer_id: int) -> bool:
 
 def _select_payouts() -> Select[Any]:
     """Payouts, each with the amount of its pending conflict hold, if any."""
-    key = literal("payout:") + cast(_payouts.c.id, String) + literal(":conflict")
+    before, after = _CONFLICT_KEY
+    key = literal(before) + cast(_payouts.c.id, String) + literal(after)  # conflict_hold_key, in SQL
     conflict = and_(_holds.c.key == key, _holds.c.status == HoldStatus.PENDING.value)
     return select(_payouts, _holds.c.amount.label("conflict_held")).select_from(
         _payouts.outerjoin(_holds, conflict)
