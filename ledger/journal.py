@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.accounts import Account, AccountStatus, AccountType, Balance, sign
+from ledger.bulk import update_rows
 from ledger.driver import Driver
 from ledger.entries import (
     EntryDraft,
@@ -345,12 +346,12 @@ def place_holds(session: Session, requests: Sequence[HoldRequest], *, now: datet
             for r in requests
         ],
     ).all()
-    session.execute(
-        update(_accounts)
-        .where(_accounts.c.id == bindparam("aid"))
-        .values(held=_accounts.c.held + bindparam("n")),
-        [{"aid": aid, "n": n} for aid, n in sorted(needed.items())],
-        execution_options={"synchronize_session": False},
+    update_rows(
+        session,
+        _accounts,
+        [{"id": aid, "held": n} for aid, n in sorted(needed.items())],  # "held": what is added
+        key="id",
+        assign=lambda v: {"held": _accounts.c.held + v["held"]},
     )
     return [int(r.id) for r in rows]
 
@@ -457,28 +458,28 @@ def capture_holds(
             )
         taken[hold_id] = amount
         released[hold.account_id] += hold.amount
-    session.execute(
-        update(_accounts)
-        .where(_accounts.c.id == bindparam("aid"))
-        .values(held=_accounts.c.held - bindparam("n")),
-        [{"aid": aid, "n": n} for aid, n in sorted(released.items())],
-        execution_options={"synchronize_session": False},
+    update_rows(
+        session,
+        _accounts,
+        [{"id": aid, "held": n} for aid, n in sorted(released.items())],  # "held": what is released
+        key="id",
+        assign=lambda v: {"held": _accounts.c.held - v["held"]},
     )
     entry_ids = post_many(session, [draft for _, draft in captures], now=now)
-    session.execute(
-        update(_holds)
-        .where(_holds.c.id == bindparam("hid"))
-        .values(
-            status=HoldStatus.CAPTURED.value,
-            captured_amount=bindparam("taken"),
-            entry_id=bindparam("eid"),
-            resolved_at=now,
-        ),
+    update_rows(
+        session,
+        _holds,
         [
-            {"hid": hold_id, "taken": taken[hold_id], "eid": entry_id}
+            {"id": hold_id, "captured_amount": taken[hold_id], "entry_id": entry_id}
             for hold_id, entry_id in zip(hold_ids, entry_ids, strict=True)
         ],
-        execution_options={"synchronize_session": False},
+        key="id",
+        assign=lambda v: {
+            "status": HoldStatus.CAPTURED.value,
+            "captured_amount": v["captured_amount"],
+            "entry_id": v["entry_id"],
+            "resolved_at": now,
+        },
     )
     return entry_ids
 
@@ -858,17 +859,16 @@ def _check_postings(
 
 
 def _apply_deltas(session: Session, accounts: Mapping[int, _Locked], deltas: Mapping[int, int]) -> None:
-    changed = [{"aid": aid, "d": d} for aid, d in sorted(deltas.items()) if d != 0]
-    if changed:
-        session.execute(
-            update(_accounts)
-            .where(_accounts.c.id == bindparam("aid"))
-            .values(balance=_accounts.c.balance + bindparam("d")),
-            changed,
-            execution_options={"synchronize_session": False},
-        )
+    changed = [{"id": aid, "balance": d} for aid, d in sorted(deltas.items()) if d != 0]
+    update_rows(
+        session,
+        _accounts,
+        changed,  # "balance": its change
+        key="id",
+        assign=lambda v: {"balance": _accounts.c.balance + v["balance"]},
+    )
     for row in changed:
-        accounts[row["aid"]].balance += row["d"]
+        accounts[row["id"]].balance += row["balance"]
 
 
 def _lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Locked]:

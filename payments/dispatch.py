@@ -49,6 +49,7 @@ from integrations.providers.base import (
 )
 from ledger import EntryDraft, Posting, atomic, journal
 from ledger.atomic import alone
+from ledger.bulk import update_rows
 from ledger.errors import InsufficientFunds
 from ledger.tables import insert_or_ignore, table_of
 from payments import chart, outbox, parties, pii
@@ -173,20 +174,19 @@ class Dispatcher:
                         statuses[row.id] = self._apply_in(s, row, result, source="send", now=now)
                         continue
                     if result.provider_reference and not row.provider_reference:
-                        references.append({"pid": row.id, "ref": result.provider_reference})
+                        references.append({"id": row.id, "provider_reference": result.provider_reference})
                     if row.next_attempt_at is not None:
                         rescheduled.append(row.id)
                     poll.append(row.id)
                     poll_after = max(poll_after, self._poll_delay(row.submitted_at, now, None))
                     statuses[row.id] = PayoutStatus.SUBMITTED
-                if references:
-                    s.execute(
-                        update(_payouts)
-                        .where(_payouts.c.id == bindparam("pid"))
-                        .values(provider_reference=bindparam("ref")),
-                        references,
-                        execution_options={"synchronize_session": False},
-                    )
+                update_rows(
+                    s,
+                    _payouts,
+                    references,
+                    key="id",
+                    assign=lambda v: {"provider_reference": v["provider_reference"]},
+                )
                 if rescheduled:  # it has the instruction: a resend put down meanwhile is void
                     s.execute(
                         update(_payouts).where(_payouts.c.id.in_(rescheduled)).values(next_attempt_at=None)
@@ -587,12 +587,12 @@ class Dispatcher:
             capturing.append((row, self._dispatch_entry(s, row, now)))
             found[row.id] = self._request_for(row, worker.name_enc)
         if resent:
-            s.execute(
-                update(_payouts)
-                .where(_payouts.c.id == bindparam("pid"))
-                .values(attempts=bindparam("n"), next_attempt_at=None, updated_at=now),
-                [{"pid": r.id, "n": r.attempts + 1} for r in resent],
-                execution_options={"synchronize_session": False},
+            update_rows(
+                s,
+                _payouts,
+                [{"id": r.id, "attempts": r.attempts + 1} for r in resent],
+                key="id",
+                assign=lambda v: {"attempts": v["attempts"], "next_attempt_at": None, "updated_at": now},
             )
             record_events(
                 s,
@@ -611,19 +611,22 @@ class Dispatcher:
         if capturing:
             entry_ids = journal.capture_holds(s, [(r.hold_id, draft) for r, draft in capturing], now=now)
             submitted = [(r, entry_id) for (r, _), entry_id in zip(capturing, entry_ids, strict=True)]
-            s.execute(
-                update(_payouts)
-                .where(_payouts.c.id == bindparam("pid"))
-                .values(
-                    status=PayoutStatus.SUBMITTED.value,
-                    dispatch_entry_id=bindparam("entry"),
-                    attempts=bindparam("n"),
-                    submitted_at=now,
-                    next_attempt_at=None,
-                    updated_at=now,
-                ),
-                [{"pid": r.id, "entry": entry_id, "n": r.attempts + 1} for r, entry_id in submitted],
-                execution_options={"synchronize_session": False},
+            update_rows(
+                s,
+                _payouts,
+                [
+                    {"id": r.id, "dispatch_entry_id": entry_id, "attempts": r.attempts + 1}
+                    for r, entry_id in submitted
+                ],
+                key="id",
+                assign=lambda v: {
+                    "status": PayoutStatus.SUBMITTED.value,
+                    "dispatch_entry_id": v["dispatch_entry_id"],
+                    "attempts": v["attempts"],
+                    "submitted_at": now,
+                    "next_attempt_at": None,
+                    "updated_at": now,
+                },
             )
             record_events(
                 s,
@@ -786,26 +789,28 @@ class Dispatcher:
         set-based, with the callbacks' outcomes; in the same order of locks and writes."""
         for _, row in settled:
             transition(PayoutStatus(row.status), target=PayoutStatus.SUCCEEDED)
-        many = {"synchronize_session": False}
-        s.execute(
-            update(_callbacks)
-            .where(_callbacks.c.id == bindparam("cid"))
-            .values(payout_id=bindparam("pid"), outcome="apply"),
-            [{"cid": callback.id, "pid": row.id} for callback, row in settled],
-            execution_options=many,
+        update_rows(
+            s,
+            _callbacks,
+            [{"id": callback.id, "payout_id": row.id} for callback, row in settled],
+            key="id",
+            assign=lambda v: {"payout_id": v["payout_id"], "outcome": "apply"},
         )
-        s.execute(
-            update(_payouts)
-            .where(_payouts.c.id == bindparam("pid"))
-            .values(
-                status=PayoutStatus.SUCCEEDED.value,
-                settled_at=now,
-                next_attempt_at=None,
-                updated_at=now,
-                provider_reference=func.coalesce(_payouts.c.provider_reference, bindparam("ref")),
-            ),
-            [{"pid": row.id, "ref": callback.payload["provider_reference"]} for callback, row in settled],
-            execution_options=many,
+        update_rows(
+            s,
+            _payouts,
+            [
+                {"id": row.id, "provider_reference": callback.payload["provider_reference"]}
+                for callback, row in settled
+            ],
+            key="id",
+            assign=lambda v: {
+                "status": PayoutStatus.SUCCEEDED.value,
+                "settled_at": now,
+                "next_attempt_at": None,
+                "updated_at": now,
+                "provider_reference": func.coalesce(_payouts.c.provider_reference, v["provider_reference"]),
+            },
         )
         rows = [row for _, row in settled]
         record_events(

@@ -6,10 +6,7 @@ import csv
 import io
 import json
 import socket
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 import requests
@@ -27,6 +24,7 @@ from integrations.providers.base import (
 )
 from integrations.providers.sandbox import SandboxProvider
 from integrations.sandbox_server import sandbox_service
+from tests.callback_inbox import CallbackInbox
 from tests.sandbox import LiveSandbox
 
 SECRET = b"sandbox-callback-secret"
@@ -223,32 +221,11 @@ def test_account_check_accepts_a_well_formed_new_wallet(provider):
     assert (check.valid, check.reason) == (True, None)
 
 
-class _CallbackReceiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-
-    def do_POST(self):
-        length = int(self.headers["Content-Length"])
-        type(self).received.append((dict(self.headers), self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format, *args):
-        pass
-
-
 def test_callback_from_the_sandbox_passes_the_adapters_verification(live, provider):
-    _CallbackReceiver.received = []
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _CallbackReceiver)
-    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
-    thread.start()
-    try:
-        callback_url = f"http://127.0.0.1:{receiver.server_address[1]}/callbacks"
-        sent = provider.send(transfer(callback_url=callback_url))
+    with CallbackInbox() as inbox:
+        sent = provider.send(transfer(callback_url=inbox.url))
         assert sandbox_service(live.app).wait_idle()
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-    [(headers, body)] = _CallbackReceiver.received
+    [(headers, body)] = inbox.received
     event = provider.parse_callback(headers=headers, body=body, now=datetime.now(UTC))
     assert (event.provider_reference, event.idempotency_key, event.status, event.amount) == (
         sent.provider_reference,
@@ -265,17 +242,10 @@ def test_a_callback_carries_its_signature_and_no_netrc_credentials_for_its_host(
     netrc.write_text("machine 127.0.0.1 login operator password s3cret\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    _CallbackReceiver.received = []
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _CallbackReceiver)
-    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
-    thread.start()
-    try:
-        provider.send(transfer(callback_url=f"http://127.0.0.1:{receiver.server_address[1]}/callbacks"))
+    with CallbackInbox() as inbox:
+        provider.send(transfer(callback_url=inbox.url))
         assert sandbox_service(live.app).wait_idle()
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-    [(headers, _)] = _CallbackReceiver.received
+    [(headers, _)] = inbox.received
     assert "Authorization" not in headers and "X-Sandbox-Signature" in headers
 
 

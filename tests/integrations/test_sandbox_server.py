@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import responses
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.routing import Mount
@@ -19,10 +19,12 @@ from integrations import signatures
 from integrations.sandbox_server import (
     FaultPlan,
     PayoutInstruction,
+    SandboxStore,
     create_sandbox_app,
     create_sandbox_app_from_env,
     sandbox_service,
 )
+from tests.callback_inbox import CallbackInbox
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its TestClient; plain httpx works the same.
@@ -30,7 +32,6 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 SECRET = b"sandbox-callback-secret"
-CALLBACK_URL = "http://upah.test/v1/providers/sandbox/callbacks"
 WALLET = "+6281234567001"
 
 
@@ -554,35 +555,15 @@ def test_fault_plan_refuses_request_faults_adding_up_above_one():
 # ---------------------------------------------------------------- callbacks
 
 
-class CallbackInbox:
-    """Collects the callbacks the sandbox POSTs, answering with scripted statuses."""
-
-    def __init__(self, statuses=()):
-        self.received = []
-        self._statuses = list(statuses)
-        self._lock = threading.Lock()
-
-    def __call__(self, request):
-        with self._lock:
-            self.received.append((dict(request.headers), request.body))
-            status = self._statuses.pop(0) if self._statuses else 200
-        return status, {}, "{}"
-
-    def events(self):
-        return [json.loads(body) for _, body in self.received]
-
-
 @pytest.fixture
 def inbox():
-    box = CallbackInbox()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(responses.POST, CALLBACK_URL, callback=box)
+    with CallbackInbox() as box:
         yield box
 
 
 def test_callback_carries_the_outcome(make_client, inbox):
     client = make_client()
-    payout_id = post_payout(client, callback_url=CALLBACK_URL).json()["id"]
+    payout_id = post_payout(client, callback_url=inbox.url).json()["id"]
     assert service_of(client).wait_idle()
     [event] = inbox.events()
     assert {
@@ -601,7 +582,7 @@ def test_callback_carries_the_outcome(make_client, inbox):
 
 def test_callback_is_signed_with_the_shared_secret(make_client, inbox, clock):
     client = make_client()
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     [(headers, body)] = inbox.received
     now = int(clock().timestamp())
@@ -610,7 +591,7 @@ def test_callback_is_signed_with_the_shared_secret(make_client, inbox, clock):
 
 def test_failed_payout_callback_carries_the_failure_code(make_client, inbox):
     client = make_client()
-    post_payout(client, amount=5_000_000, callback_url=CALLBACK_URL)
+    post_payout(client, amount=5_000_000, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     [event] = inbox.events()
     assert (event["status"], event["failure_code"]) == ("failed", "LIMIT_EXCEEDED")
@@ -618,16 +599,16 @@ def test_failed_payout_callback_carries_the_failure_code(make_client, inbox):
 
 def test_replayed_request_sends_no_second_callback(make_client, inbox):
     client = make_client()
-    post_payout(client, callback_url=CALLBACK_URL)
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     assert len(inbox.received) == 1
 
 
 def test_callback_is_retried_until_delivered(make_client, inbox):
-    inbox._statuses = [500, 503]
+    inbox.statuses = [500, 503]
     client = make_client()
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     assert len(inbox.received) == 3
     [record] = client.get("/v1/callbacks").json()["callbacks"]
@@ -635,9 +616,9 @@ def test_callback_is_retried_until_delivered(make_client, inbox):
 
 
 def test_callback_delivery_gives_up_after_the_last_retry(make_client, inbox):
-    inbox._statuses = [500] * 10
+    inbox.statuses = [500] * 10
     client = make_client()
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     [record] = client.get("/v1/callbacks").json()["callbacks"]
     assert (record["attempts"], record["delivered_at"], record["last_error"]) == (
@@ -647,9 +628,65 @@ def test_callback_delivery_gives_up_after_the_last_retry(make_client, inbox):
     )
 
 
+def test_callback_to_a_receiver_that_is_down_is_retried_and_the_failure_recorded(make_client):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/callbacks"
+    client = make_client()
+    post_payout(client, callback_url=down)
+    assert service_of(client).wait_idle()
+    [record] = client.get("/v1/callbacks").json()["callbacks"]
+    assert (record["attempts"], record["delivered_at"], record["last_error"]) == (
+        4,
+        None,
+        "NewConnectionError",
+    )
+
+
+def test_callbacks_reach_a_receiver_that_closes_each_connection(make_client):
+    with CallbackInbox(close_after_each=True) as inbox:
+        client = make_client()
+        for n in range(3):
+            post_payout(client, key=f"key-{n}", reference=f"payout-{n}", callback_url=inbox.url)
+            assert service_of(client).wait_idle()
+    assert sorted(e["idempotency_key"] for e in inbox.events()) == ["key-0", "key-1", "key-2"]
+    records = client.get("/v1/callbacks").json()["callbacks"]
+    assert [r["deliveries"] for r in records] == [1, 1, 1]
+
+
+def test_callbacks_take_no_proxy_from_the_environment(make_client, inbox, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = make_client()
+    post_payout(client, callback_url=inbox.url)
+    assert service_of(client).wait_idle()
+    assert len(inbox.received) == 1
+
+
+def test_only_the_delivery_log_is_committed_without_waiting_for_the_disk(tmp_path):
+    store = SandboxStore(tmp_path / "s.db")
+    full, normal = 2, 1
+    with store.transaction(durable=False) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == normal
+    with store.transaction() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == full
+    store.close()
+
+
+def test_delivery_attempts_leave_the_record_durable(make_client, inbox):
+    client = make_client()
+    post_payout(client, callback_url=inbox.url)
+    assert service_of(client).wait_idle()
+    [record] = client.get("/v1/callbacks").json()["callbacks"]
+    assert record["deliveries"] == 1
+    assert service_of(client).store.read("PRAGMA synchronous")[0][0] == 2  # FULL
+
+
 def test_duplicate_callback_fault_sends_the_same_event_twice(make_client, inbox):
     client = make_client(FaultPlan(duplicate_callback=1.0))
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     first, second = inbox.events()
     assert first == second
@@ -657,7 +694,7 @@ def test_duplicate_callback_fault_sends_the_same_event_twice(make_client, inbox)
 
 def test_out_of_order_fault_sends_a_stale_accepted_event_after_the_final_one(make_client, inbox):
     client = make_client(FaultPlan(out_of_order_callback=1.0))
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     final, stale = inbox.events()
     assert (final["status"], stale["status"]) == ("succeeded", "accepted")
@@ -666,7 +703,7 @@ def test_out_of_order_fault_sends_a_stale_accepted_event_after_the_final_one(mak
 
 def test_reverse_fault_reverses_the_payout_later_and_says_so(make_client, inbox):
     client = make_client(FaultPlan(reverse=1.0, reverse_after_seconds=0.0))
-    payout_id = post_payout(client, callback_url=CALLBACK_URL).json()["id"]
+    payout_id = post_payout(client, callback_url=inbox.url).json()["id"]
     assert service_of(client).wait_idle()
     assert [e["status"] for e in inbox.events()] == ["succeeded", "reversed"]
     assert client.get(f"/v1/payouts/{payout_id}").json()["status"] == "reversed"
@@ -674,7 +711,7 @@ def test_reverse_fault_reverses_the_payout_later_and_says_so(make_client, inbox)
 
 def test_manual_reversal_sends_a_reversed_callback(make_client, inbox):
     client = make_client()
-    payout_id = post_payout(client, callback_url=CALLBACK_URL).json()["id"]
+    payout_id = post_payout(client, callback_url=inbox.url).json()["id"]
     client.post(f"/v1/payouts/{payout_id}/reverse")
     assert service_of(client).wait_idle()
     assert [e["status"] for e in inbox.events()] == ["succeeded", "reversed"]
@@ -682,7 +719,7 @@ def test_manual_reversal_sends_a_reversed_callback(make_client, inbox):
 
 def test_callbacks_can_be_switched_off(make_client, inbox):
     client = make_client(send_callbacks=False)
-    post_payout(client, callback_url=CALLBACK_URL)
+    post_payout(client, callback_url=inbox.url)
     assert service_of(client).wait_idle()
     assert inbox.received == []
 
