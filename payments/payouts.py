@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, String, and_, bindparam, cast, func, insert, literal, select, update
+from sqlalchemy import Row, Select, String, and_, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ledger import journal
+from ledger.bulk import update_rows
 from ledger.holds import HoldStatus
 from ledger.tables import AccountRow, HoldRow, table_of
 from payments import outbox, parties
@@ -467,12 +468,12 @@ def _create_payouts(
     placed = journal.place_holds(session, requests, now=now)
     holds = placed[: len(ids)]
     fee_holds: list[int | None] = list(placed[len(ids) :]) if policy.fee_per_payout else [None] * len(ids)
-    session.execute(
-        update(_payouts)
-        .where(_payouts.c.id == bindparam("pid"))
-        .values(hold_id=bindparam("hold"), fee_hold_id=bindparam("fee_hold")),
-        [{"pid": pid, "hold": h, "fee_hold": f} for pid, h, f in zip(ids, holds, fee_holds, strict=True)],
-        execution_options={"synchronize_session": False},
+    update_rows(
+        session,
+        _payouts,
+        [{"id": i, "hold_id": h, "fee_hold_id": f} for i, h, f in zip(ids, holds, fee_holds, strict=True)],
+        key="id",
+        assign=lambda v: {"hold_id": v["hold_id"], "fee_hold_id": v["fee_hold_id"]},
     )
     session.execute(
         insert(_events),
