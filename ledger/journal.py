@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.accounts import Account, AccountStatus, AccountType, Balance, sign
-from ledger.bulk import update_rows
+from ledger.bulk import insert_rows_returning_ids, update_rows
 from ledger.driver import Driver
 from ledger.entries import (
     EntryDraft,
@@ -329,8 +329,9 @@ def place_holds(session: Session, requests: Sequence[HoldRequest], *, now: datet
                 account_id=account_id,
                 available=str(account.available),
             )
-    rows = session.execute(
-        insert(_holds).returning(_holds.c.id, sort_by_parameter_order=True),
+    ids = insert_rows_returning_ids(
+        session,
+        _holds,
         [
             {
                 "key": r.key,
@@ -345,7 +346,7 @@ def place_holds(session: Session, requests: Sequence[HoldRequest], *, now: datet
             }
             for r in requests
         ],
-    ).all()
+    )
     update_rows(
         session,
         _accounts,
@@ -353,7 +354,7 @@ def place_holds(session: Session, requests: Sequence[HoldRequest], *, now: datet
         key="id",
         assign=lambda v: {"held": _accounts.c.held + v["held"]},
     )
-    return [int(r.id) for r in rows]
+    return ids
 
 
 def lock_accounts(session: Session, account_ids: Iterable[int]) -> None:

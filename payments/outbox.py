@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from ledger.bulk import insert_rows
 from ledger.tables import table_of
 from payments.tables import OutboxRow
 
@@ -48,11 +49,11 @@ def add(
 
 
 def add_many(session: Session, *, topic: str, payloads: list[dict[str, Any]], now: datetime) -> None:
-    if payloads:
-        session.execute(
-            insert(_outbox),
-            [{"topic": topic, "payload": p, "available_at": now, "created_at": now} for p in payloads],
-        )
+    insert_rows(
+        session,
+        _outbox,
+        [{"topic": topic, "payload": p, "available_at": now, "created_at": now} for p in payloads],
+    )
 
 
 def relay(session: Session, *, send: Callable[[Message], None], now: datetime, limit: int = 500) -> int:

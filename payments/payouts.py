@@ -22,7 +22,7 @@ from sqlalchemy import Row, Select, String, and_, cast, func, insert, literal, s
 from sqlalchemy.orm import Session
 
 from ledger import journal
-from ledger.bulk import update_rows
+from ledger.bulk import insert_rows, insert_rows_returning_ids, update_rows
 from ledger.holds import HoldStatus
 from ledger.tables import AccountRow, HoldRow, table_of
 from payments import outbox, parties
@@ -420,36 +420,34 @@ def _create_payouts(
             .group_by(_deliveries.c.homeworker_id)
         ).all()
     )
-    ids = [
-        int(r.id)
-        for r in session.execute(
-            insert(_payouts).returning(_payouts.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "run_id": run_id,
-                    "buyer_id": buyer_id,
-                    "homeworker_id": row.homeworker_id,
-                    "amount": int(row.free),
-                    "currency": "IDR",
-                    "fee": policy.fee_per_payout,
-                    "status": PayoutStatus.CREATED.value,
-                    "idempotency_key": f"upah-payout-{secrets.token_hex(12)}",
-                    "reference": f"UPH{secrets.token_hex(5).upper()}",
-                    "provider": policy.provider,
-                    "channel": wallets[row.homeworker_id].wallet_channel,
-                    "account_enc": wallets[row.homeworker_id].wallet_account_enc,
-                    "earned_account_id": row.account_id,
-                    "pieces": int(pieces.get(row.homeworker_id) or 0),
-                    "period_from": since.get(row.homeworker_id),
-                    "period_to": now,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for row in owed
-            ],
-        )
-    ]
+    ids = insert_rows_returning_ids(
+        session,
+        _payouts,
+        [
+            {
+                "run_id": run_id,
+                "buyer_id": buyer_id,
+                "homeworker_id": row.homeworker_id,
+                "amount": int(row.free),
+                "currency": "IDR",
+                "fee": policy.fee_per_payout,
+                "status": PayoutStatus.CREATED.value,
+                "idempotency_key": f"upah-payout-{secrets.token_hex(12)}",
+                "reference": f"UPH{secrets.token_hex(5).upper()}",
+                "provider": policy.provider,
+                "channel": wallets[row.homeworker_id].wallet_channel,
+                "account_enc": wallets[row.homeworker_id].wallet_account_enc,
+                "earned_account_id": row.account_id,
+                "pieces": int(pieces.get(row.homeworker_id) or 0),
+                "period_from": since.get(row.homeworker_id),
+                "period_to": now,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in owed
+        ],
+    )
     # Her earnings and the buyer's fees are held in one call, which locks every account in
     # the ledger's one order (by id), as every posting does.
     requests = [
@@ -475,8 +473,9 @@ def _create_payouts(
         key="id",
         assign=lambda v: {"hold_id": v["hold_id"], "fee_hold_id": v["fee_hold_id"]},
     )
-    session.execute(
-        insert(_events),
+    insert_rows(
+        session,
+        _events,
         [
             {
                 "payout_id": pid,
@@ -527,21 +526,21 @@ class Event:
 
 def record_events(session: Session, events: Sequence[Event], *, now: datetime) -> None:
     """``record_event`` for many payouts in one statement."""
-    if events:
-        session.execute(
-            insert(_events),
-            [
-                {
-                    "payout_id": e.payout_id,
-                    "from_status": e.from_status.value if e.from_status else None,
-                    "to_status": e.to_status.value,
-                    "source": e.source,
-                    "detail": e.detail,
-                    "created_at": now,
-                }
-                for e in events
-            ],
-        )
+    insert_rows(
+        session,
+        _events,
+        [
+            {
+                "payout_id": e.payout_id,
+                "from_status": e.from_status.value if e.from_status else None,
+                "to_status": e.to_status.value,
+                "source": e.source,
+                "detail": e.detail,
+                "created_at": now,
+            }
+            for e in events
+        ],
+    )
 
 
 def _enqueue_dispatch(session: Session, *, run_id: int, now: datetime) -> None:

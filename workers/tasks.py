@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.signals import worker_process_init
 
 from integrations.providers.base import OutcomeUnknown
 from integrations.providers.sandbox import SandboxProvider
@@ -55,7 +56,8 @@ class WorkerRuntime:
 
 @lru_cache(maxsize=1)
 def runtime() -> WorkerRuntime:
-    """Built on the first task in each worker process (never at import, never before fork)."""
+    """Built once in each worker process, after the fork (never at import, never before fork):
+    as the pool starts the process (:func:`_ready_before_the_first_task`) or by its first task."""
     settings = get_settings()
     db = bootstrap.database(settings)
     keys = bootstrap.keys(settings)
@@ -63,6 +65,17 @@ def runtime() -> WorkerRuntime:
     return WorkerRuntime(
         settings, db, keys, bootstrap.dispatcher(settings, db, keys), bootstrap.sms_sender(settings), client
     )
+
+
+@worker_process_init.connect
+def _ready_before_the_first_task(**_: Any) -> None:
+    """A pool process builds its runtime (the database driver's import, the engine, the providers)
+    as it starts, not while its first task waits; should that fail, the first task tries again
+    and reports why."""
+    try:
+        runtime()
+    except Exception:
+        log.warning("the worker process could not build its runtime yet; its first task will try again")
 
 
 def _now() -> datetime:

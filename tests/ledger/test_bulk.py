@@ -1,17 +1,20 @@
-"""``update_rows``: each row of a batch updated with its own values, on real SQLite and
-PostgreSQL (one statement there, an executemany here), exactly as one UPDATE per row."""
+"""``update_rows`` and ``insert_rows``: a batch's rows written with their own values, on real
+SQLite and PostgreSQL (one statement there, an executemany here), exactly as one statement
+per row."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import atomic
-from ledger.bulk import update_rows
+from ledger.bulk import insert_rows, insert_rows_returning_ids, update_rows
+from ledger.tables import BigId, JsonDoc, UTCDateTime
 
 
 @pytest.fixture
@@ -23,10 +26,27 @@ def scratch(engine: Engine) -> Iterator[Table]:
         Column("id", BigInteger, primary_key=True, autoincrement=False),
         Column("n", BigInteger, nullable=False),
         Column("label", String(20), nullable=True),
+        Column("doc", JsonDoc, nullable=True),
+        Column("at", UTCDateTime(), nullable=True),
     )
     table.create(engine)
     with engine.begin() as c:
         c.execute(insert(table), [{"id": i, "n": 0, "label": "start"} for i in (1, 2, 3)])
+    yield table
+    table.drop(engine)
+
+
+@pytest.fixture
+def serial(engine: Engine) -> Iterator[Table]:
+    """A table of this test's own whose ids its sequence gives."""
+    table = Table(
+        f"bulk_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("doc", JsonDoc, nullable=True),
+        Column("at", UTCDateTime(), nullable=False),
+    )
+    table.create(engine)
     yield table
     table.drop(engine)
 
@@ -80,3 +100,42 @@ def test_a_key_named_twice_is_refused_before_anything_is_written(
             assign=lambda v: {"n": scratch.c.n + v["n"]},
         )
     assert _rows(factory, scratch) == [(0, "start")] * 3
+
+
+def test_inserted_rows_keep_their_values_json_times_and_nulls(
+    factory: sessionmaker[Session], scratch: Table
+) -> None:
+    at = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    with atomic(factory) as s:
+        insert_rows(
+            s,
+            scratch,
+            [
+                {"id": 10, "n": 4, "label": None, "doc": {"run_id": 7, "kind": ["a", "b"]}, "at": at},
+                {"id": 11, "n": 5, "label": "x", "doc": None, "at": None},
+            ],
+        )
+    with factory() as s:
+        rows = s.execute(select(scratch).where(scratch.c.id >= 10).order_by(scratch.c.id)).all()
+    assert [tuple(r) for r in rows] == [
+        (10, 4, None, {"run_id": 7, "kind": ["a", "b"]}, at),
+        (11, 5, "x", None, None),
+    ]
+
+
+def test_inserting_no_rows_is_no_statement(factory: sessionmaker[Session], scratch: Table) -> None:
+    with atomic(factory) as s:
+        insert_rows(s, scratch, [])
+        assert insert_rows_returning_ids(s, scratch, []) == []
+    assert _rows(factory, scratch) == [(0, "start")] * 3
+
+
+def test_inserted_ids_come_back_in_row_order(factory: sessionmaker[Session], serial: Table) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    with atomic(factory) as s:
+        first = insert_rows_returning_ids(s, serial, [{"doc": {"n": n}, "at": at} for n in range(3)])
+        second = insert_rows_returning_ids(s, serial, [{"doc": {"n": n}, "at": at} for n in range(3, 5)])
+    with factory() as s:
+        docs = {r.id: r.doc["n"] for r in s.execute(select(serial.c.id, serial.c.doc))}
+    assert [docs[i] for i in first + second] == [0, 1, 2, 3, 4]
+    assert len(set(first + second)) == 5
