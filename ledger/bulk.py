@@ -65,18 +65,6 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     session.execute(insert(table), list(rows))
 
 
-def _unnest(table: Table, rows: Sequence[Mapping[str, Any]]) -> Select[Any]:
-    """``SELECT unnest(:v_a::type[]) AS a, …``: the rows, one array per column, in row order."""
-    return select(
-        *(
-            func.unnest(
-                bindparam(f"v_{name}", [row[name] for row in rows], type_=ARRAY(table.c[name].type))
-            ).label(name)
-            for name in rows[0]
-        )
-    )
-
-
 def insert_rows_returning_ids(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """``insert_rows`` for a table with a serial ``id``; the new rows' ids, in row order.
 
@@ -92,3 +80,15 @@ def insert_rows_returning_ids(session: Session, table: Table, rows: Sequence[Map
         return ids
     returning = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     return [int(r.id) for r in session.execute(returning, list(rows))]
+
+
+def _unnest(table: Table, rows: Sequence[Mapping[str, Any]]) -> Select[Any]:
+    """``SELECT unnest(:v_a::type[]) AS a, …``: the rows, one array per column, in row order."""
+    return select(
+        *(
+            func.unnest(
+                bindparam(f"v_{name}", [row[name] for row in rows], type_=ARRAY(table.c[name].type))
+            ).label(name)
+            for name in rows[0]
+        )
+    )
