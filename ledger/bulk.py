@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,14 @@ def update_rows(
     if session.get_bind().dialect.name == "postgresql":
         source = _unnest(table, rows).subquery("v")
         values: Values = {name: source.c[name] for name in names}
-        session.execute(update(table).where(table.c[key] == values[key]).values(assign(values)))
+        # Also "key = ANY(keys)": an index probe per row even while the table's statistics lag
+        # behind its size, when the join alone was planned as a scan of the whole table.
+        keys = bindparam("k", [row[key] for row in rows], type_=ARRAY(table.c[key].type))
+        session.execute(
+            update(table)
+            .where(table.c[key] == values[key], table.c[key] == any_(keys))
+            .values(assign(values))
+        )
         return
     params: Values = {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in names}
     session.execute(

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from ledger import atomic
 from ledger.tables import Base
@@ -73,3 +73,24 @@ def test_a_run_rejected_before_0014_is_rejected_after_it_and_a_completed_run_sta
     upgrade(url)
     assert statuses() == ["rejected", "completed"]
     engine.dispose()
+
+
+def test_0015_posts_batches_by_account_probes_and_its_downgrade_restores_0007s_function(
+    fresh_pg_url: str,
+) -> None:
+    def source() -> str:
+        engine = make_engine(fresh_pg_url)
+        try:
+            with engine.connect() as conn:
+                query = text("SELECT prosrc FROM pg_proc WHERE proname = 'ledger_post_entries'")
+                return str(conn.execute(query).scalar_one())
+        finally:
+            engine.dispose()
+
+    probes = ("WHERE id = ANY(f_accounts)", "AND x.id = ANY(u_ids)")
+    assert all(p in source() for p in probes)
+    command.downgrade(alembic_config(fresh_pg_url), "0014")
+    assert not any(p in source() for p in probes)
+    assert "WHERE id IN (SELECT DISTINCT a FROM unnest(f_accounts) AS a)" in source()
+    upgrade(fresh_pg_url)
+    assert all(p in source() for p in probes)
