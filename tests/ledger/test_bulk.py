@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, insert, select
@@ -17,38 +19,44 @@ from ledger.bulk import insert_rows, insert_rows_returning_ids, update_rows
 from ledger.tables import BigId, JsonDoc, UTCDateTime
 
 
+@contextmanager
+def _own_table(engine: Engine, *columns: Column[Any]) -> Iterator[Table]:
+    """A table of the test's own, dropped after it: the ledger's tables must stay whole for the
+    other tests."""
+    table = Table(f"bulk_{uuid.uuid4().hex[:8]}", MetaData(), *columns)
+    table.create(engine)
+    try:
+        yield table
+    finally:
+        table.drop(engine)
+
+
 @pytest.fixture
 def scratch(engine: Engine) -> Iterator[Table]:
-    """A table of this test's own: the ledger's tables must stay whole for the other tests."""
-    table = Table(
-        f"bulk_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    """Three rows (ids 1 to 3, n 0, label "start") and room for JSON and a time."""
+    with _own_table(
+        engine,
         Column("id", BigInteger, primary_key=True, autoincrement=False),
         Column("n", BigInteger, nullable=False),
         Column("label", String(20), nullable=True),
         Column("doc", JsonDoc, nullable=True),
         Column("at", UTCDateTime(), nullable=True),
-    )
-    table.create(engine)
-    with engine.begin() as c:
-        c.execute(insert(table), [{"id": i, "n": 0, "label": "start"} for i in (1, 2, 3)])
-    yield table
-    table.drop(engine)
+    ) as table:
+        with engine.begin() as c:
+            c.execute(insert(table), [{"id": i, "n": 0, "label": "start"} for i in (1, 2, 3)])
+        yield table
 
 
 @pytest.fixture
 def serial(engine: Engine) -> Iterator[Table]:
-    """A table of this test's own whose ids its sequence gives."""
-    table = Table(
-        f"bulk_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    """Empty, its ids given by its sequence."""
+    with _own_table(
+        engine,
         Column("id", BigId, primary_key=True, autoincrement=True),
         Column("doc", JsonDoc, nullable=True),
         Column("at", UTCDateTime(), nullable=False),
-    )
-    table.create(engine)
-    yield table
-    table.drop(engine)
+    ) as table:
+        yield table
 
 
 def _rows(factory: sessionmaker[Session], table: Table) -> list[tuple[int, str | None]]:
