@@ -18,6 +18,8 @@ from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, func, inse
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from ledger.tables import is_postgresql
+
 Values = Mapping[str, ColumnElement[Any]]
 
 
@@ -41,7 +43,7 @@ def update_rows(
     names = list(rows[0])
     if len({row[key] for row in rows}) != len(rows):
         raise ValueError(f"update_rows: the rows name a {key} twice")
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         source = _unnest(table, rows).subquery("v")
         values: Values = {name: source.c[name] for name in names}
         # Also "key = ANY(keys)": an index probe per row even while the table's statistics lag
@@ -66,7 +68,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     from one array per column (``unnest``), elsewhere an executemany."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(insert(table).from_select(list(rows[0]), _unnest(table, rows)))
         return
     session.execute(insert(table), list(rows))
@@ -79,7 +81,7 @@ def insert_rows_returning_ids(session: Session, table: Table, rows: Sequence[Map
     """
     if not rows:
         return []
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         sequence = func.pg_get_serial_sequence(table.name, "id")
         drawn = select(func.nextval(sequence)).select_from(func.generate_series(1, len(rows)))
         ids = [int(i) for i in session.execute(drawn).scalars()]

@@ -48,7 +48,16 @@ from ledger.errors import (
 )
 from ledger.holds import Hold, HoldStatus, check_resolvable
 from ledger.money import check_amount, check_currency
-from ledger.tables import AccountRow, EntryRow, HoldRow, PostingRow, RejectionRow, insert_or_ignore, table_of
+from ledger.tables import (
+    AccountRow,
+    EntryRow,
+    HoldRow,
+    PostingRow,
+    RejectionRow,
+    insert_or_ignore,
+    is_postgresql,
+    table_of,
+)
 
 _accounts = table_of(AccountRow)
 _entries = table_of(EntryRow)
@@ -163,7 +172,7 @@ def post_many(session: Session, drafts: Sequence[EntryDraft], *, now: datetime) 
         contents.append(canonical_content(draft))
     if len({d.key for d in drafts}) != len(drafts):
         raise InvalidEntry("a batch may not repeat an idempotency key")
-    if _is_postgresql(session):
+    if is_postgresql(session):
         return _post_many_pg(session, drafts, contents, now=now)
     replayed = _existing_ids(session, drafts, contents)
     fresh = [(d, c) for d, c in zip(drafts, contents, strict=True) if d.key not in replayed]
@@ -580,10 +589,6 @@ def _json(value: bytes | None) -> Any:
     return json.loads(value) if value is not None else None
 
 
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _post_one_pg(
     session: Session,
     draft: EntryDraft,
@@ -781,7 +786,7 @@ def _post(
     _check_moment(now)
     check_balanced(draft)
     content = canonical_content(draft)
-    if _is_postgresql(session):
+    if is_postgresql(session):
         return _post_one_pg(
             session, draft, content, now=now, reverses_id=reverses_id, released=released, fresh=fresh
         )

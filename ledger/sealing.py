@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ledger import chain
 from ledger.reports import seal_inputs
-from ledger.tables import CheckpointRow, EntryRow, SealRow, table_of
+from ledger.tables import CheckpointRow, EntryRow, SealRow, is_postgresql, table_of
 
 _seals = table_of(SealRow)
 _entries = table_of(EntryRow)
@@ -34,7 +34,7 @@ def seal(
     limit: int = 10_000,
 ) -> int:
     """Seal up to ``limit`` unsealed entries; returns how many were sealed."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEALER_LOCK})
     last = session.execute(
         select(_seals.c.seq, _seals.c.digest).order_by(_seals.c.seq.desc()).limit(1)

@@ -174,10 +174,15 @@ class CheckpointRow(Base):
     created_at: Mapped[datetime]
 
 
+def is_postgresql(session: Session) -> bool:
+    """Whether the session is on PostgreSQL (else SQLite): where the ledger writes set-based SQL."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def insert_or_ignore(session: Session, table: Table, conflict: list[str]) -> Any:
     """``INSERT … ON CONFLICT (conflict) DO NOTHING`` in the session's dialect (PostgreSQL or
     SQLite); add ``.values(…)`` and ``.returning(…)`` as needed."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if is_postgresql(session) else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
